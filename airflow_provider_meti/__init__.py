@@ -1,0 +1,101 @@
+"""Apache Airflow provider for Millpont's METI API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "api_version": {
+        "label": "API version",
+        "description": "1 (email/password at {host}/token) or 2 (OAuth2 client credentials).",
+        "schema": {"type": ["integer", "null"]},
+    },
+    "token_url": {
+        "label": "Token URL (v2)",
+        "description": "The OAuth2 tenant's token endpoint, e.g. https://<tenant>/oauth/token.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "audience": {
+        "label": "Audience (v2)",
+        "description": "OAuth2 audience; defaults to https://api.meti.millpont.com.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Per-request timeout. Default 30.",
+        "schema": {"type": ["number", "null"]},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries for connection errors, timeouts, 429 and 5xx. Default 5.",
+        "schema": {"type": ["integer", "null"]},
+    },
+    "verify": {
+        "label": "Verify TLS",
+        "description": "true (default), false, or the path of a CA bundle.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http:// to a non-loopback host",
+        "description": "Off by default: credentials would travel unencrypted.",
+        "schema": {"type": ["boolean", "null"]},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-provider-meti",
+        "name": "METI",
+        "description": "Register and extract environmental sources with Millpont's METI API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "METI",
+                "external-doc-url": "https://docs.meti.millpont.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "METI", "python-modules": ["airflow_provider_meti.hooks.meti"]}
+        ],
+        "operators": [
+            {
+                "integration-name": "METI",
+                "python-modules": ["airflow_provider_meti.operators.meti"],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "METI", "python-modules": ["airflow_provider_meti.sensors.meti"]}
+        ],
+        "triggers": [
+            {
+                "integration-name": "METI",
+                "python-modules": ["airflow_provider_meti.triggers.meti"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "meti",
+                "hook-class-name": "airflow_provider_meti.hooks.meti.MetiHook",
+                "hook-name": "METI",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "Base URL",
+                        "login": "Email (v2: client ID)",
+                        "password": "Password (v2: client secret)",
+                    },
+                    "placeholders": {
+                        "host": "https://api.meti.millpont.com",
+                        "login": "you@example.com",
+                        "extra": '{"api_version": 1, "timeout": 30, "max_retries": 5}',
+                    },
+                },
+                "conn-fields": _CONN_FIELDS,
+            }
+        ],
+    }

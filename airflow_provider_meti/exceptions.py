@@ -1,0 +1,143 @@
+"""Errors raised by the METI provider.
+
+Every message is written for the person reading a task log: it names what failed and where,
+and never contains a password, client secret or token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class MetiError(Exception):
+    """Base class of every error this provider raises."""
+
+
+class MetiConfigError(MetiError, ValueError):
+    """The connection's settings are unusable (bad URL, missing field, insecure scheme)."""
+
+
+class MetiAuthError(MetiError):
+    """Authentication failed: wrong credentials, or a token the API keeps rejecting."""
+
+
+class MetiApiError(MetiError):
+    """The API answered with an error status, or could not be reached at all.
+
+    :param message: the server's ``message`` (or a description of the network failure)
+    :param status_code: the HTTP status, or ``None`` when no response arrived
+    :param method: the HTTP method of the failed request
+    :param path: the request path, without query string
+    :param retry_after: the server's ``Retry-After`` in seconds, when it sent one
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.method = method
+        self.path = path
+        self.retry_after = retry_after
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f"{self.method} {self.path}" if self.method and self.path else "METI API"
+        status = f"HTTP {self.status_code}" if self.status_code is not None else "no response"
+        return f"{where} failed ({status}): {self.message}"
+
+    def __reduce__(
+        self,
+    ) -> tuple[Any, ...]:  # keeps the keyword arguments when pickled (e.g. by executors)
+        return (
+            _rebuild_api_error,
+            (type(self), self.message, self.status_code, self.method, self.path, self.retry_after),
+        )
+
+
+def _rebuild_api_error(cls, message, status_code, method, path, retry_after):  # type: ignore[no-untyped-def]
+    return cls(message, status_code=status_code, method=method, path=path, retry_after=retry_after)
+
+
+class MetiNotFoundError(MetiApiError):
+    """The API answered 404: no such source."""
+
+
+class MetiConnectionError(MetiApiError):
+    """No response arrived: connection refused or dropped, or a timeout.
+
+    ``request_sent`` is True when the request may have reached the server before the failure,
+    so a non-idempotent request must not be re-sent blindly.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, request_sent: bool) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, method=method, path=path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_connection_error,
+            (self.message, self.method, self.path, self.request_sent),
+        )
+
+
+def _rebuild_connection_error(message, method, path, request_sent):  # type: ignore[no-untyped-def]
+    return MetiConnectionError(message, method=method, path=path, request_sent=request_sent)
+
+
+class MetiPartialCreateError(MetiApiError):
+    """Creating a FeatureCollection stopped part-way; ``created`` lists what was stored.
+
+    Re-running the same create (or retrying the task) stores only what is missing.
+    """
+
+    def __init__(self, cause: MetiApiError, created: list[dict[str, str]], total: int) -> None:
+        self.cause = cause
+        self.created = created
+        self.total = total
+        super().__init__(
+            f"{len(created)} of {total} features were created before this error: {cause}",
+            status_code=cause.status_code,
+            method=cause.method,
+            path=cause.path,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MetiPartialCreateError, (self.cause, self.created, self.total))
+
+
+@dataclass(frozen=True)
+class FeatureProblem:
+    """One reason one feature of a FeatureCollection is invalid."""
+
+    index: int | None
+    feature_id: object
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        if self.index is None:
+            return f"{self.field}: {self.reason}"
+        return f"feature {self.index} (id={self.feature_id!r}) {self.field}: {self.reason}"
+
+
+class MetiValidationError(MetiError, ValueError):
+    """Input was rejected before anything was sent; ``problems`` lists every reason."""
+
+    def __init__(self, problems: Sequence[FeatureProblem], *, source: str = "FeatureCollection"):
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:50])
+        more = len(self.problems) - 50
+        if more > 0:
+            shown += f"\n  ... and {more} more"
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source} is invalid ({count} {noun}); nothing was sent:\n{shown}")
