@@ -1,0 +1,521 @@
+"""FeatureCollection loading, validation and batching, before anything reaches METI.
+
+The rules follow METI's open-source ledger (millpont/open-meti): a collection is all or
+nothing, a feature needs a valid Polygon (closed, non-self-intersecting rings), ``start_at``
+and ``end_at``, a window longer than one day and an ``id`` shorter than 50 characters.
+Unlike the API, which answers every failure with one generic message, this module names the
+feature, the field and the rule. The emulator reuses it, so the rules live only here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_meti.exceptions import FeatureProblem, MetiValidationError
+
+MAX_ID_LENGTH = 50
+"""``alt_id`` must be shorter than this (the ledger's ``length(alt_id) < 50``)."""
+MIN_WINDOW = timedelta(days=1)
+"""``end_at`` must be strictly later than ``start_at`` plus this."""
+MAX_POSITION_PROBLEMS_PER_RING = 10
+"""Bad positions reported one by one per ring; the rest are counted in one summary."""
+
+_TIMESTAMP = re.compile(
+    r"""
+    (?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})
+    (?:[T\ ](?P<hour>\d{2}):(?P<minute>\d{2})
+        (?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?
+    )?
+    \s*(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2})?)?
+    """,
+    re.VERBOSE,
+)
+
+Point = tuple[float, float]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_feature_collection(value: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """Return a FeatureCollection given as a dict, a JSON string or a ``.geojson``/``.json`` path.
+
+    A string whose first non-blank character is ``{`` (or ``[``) is parsed as JSON; any other
+    string is a file path. Only the JSON syntax is checked here: call
+    :func:`validate_feature_collection` for the METI rules.
+
+    :param value: the collection itself, its JSON text, or the path of a file holding it
+    :raises MetiValidationError: the file is missing or unreadable, the JSON is malformed, or
+        the value is neither a mapping, a string nor a path
+    """
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        return _parse_json_object(value, where="FeatureCollection")
+    if isinstance(value, (str, os.PathLike)):
+        return _load_file(Path(value))
+    raise _single_problem(
+        "FeatureCollection",
+        "expected a dict, a JSON string or the path of a .geojson/.json file, "
+        f"got {type(value).__name__}",
+    )
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _single_problem(where, "file not found") from None
+    except UnicodeDecodeError:
+        raise _single_problem(where, "is not UTF-8 text") from None
+    except OSError as error:
+        raise _single_problem(where, f"cannot be read ({error.strerror or error})") from None
+    return _parse_json_object(text, where=where)
+
+
+def _parse_json_object(text: str, *, where: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = f"is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        raise _single_problem(where, reason) from None
+    if not isinstance(parsed, dict):
+        raise _single_problem(where, f"must be a JSON object, got {_json_type(parsed)}")
+    return parsed
+
+
+def _single_problem(where: str, reason: str) -> MetiValidationError:
+    return MetiValidationError([FeatureProblem(None, None, where, reason)])
+
+
+# --- timestamps ----------------------------------------------------------------------------
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO 8601 timestamp into an aware UTC datetime.
+
+    Accepts a trailing ``Z``, ``+HH:MM``/``+HHMM``/``+HH`` offsets, any number of fractional
+    digits (beyond microseconds they are truncated) and a bare date (midnight). A timestamp
+    without a zone is taken as UTC.
+
+    :param value: the timestamp text, e.g. ``"2024-11-01T16:25:00.000Z"``
+    :raises ValueError: the value is not a string or not an ISO 8601 timestamp
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"not an ISO 8601 timestamp: {value!r}")
+    parts = match.groupdict()
+    fraction = (parts["fraction"] or "0")[:6].ljust(6, "0")
+    try:
+        parsed = datetime(
+            int(parts["year"]),
+            int(parts["month"]),
+            int(parts["day"]),
+            int(parts["hour"] or 0),
+            int(parts["minute"] or 0),
+            int(parts["second"] or 0),
+            int(fraction),
+            tzinfo=_zone(parts["zone"]),
+        )
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as error:
+        raise ValueError(f"not a valid timestamp: {value!r} ({error})") from None
+
+
+def _zone(text: str | None) -> timezone:
+    if text is None or text in ("Z", "z"):
+        return timezone.utc
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"offset out of range: {text}")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate_feature_collection(fc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Check a FeatureCollection against METI's rules and return its features.
+
+    Every problem of every feature is collected before raising, so one run shows all of them.
+
+    :param fc: the parsed GeoJSON FeatureCollection
+    :return: the list of features, in input order
+    :raises MetiValidationError: with one :class:`FeatureProblem` per broken rule
+    """
+    problems = collection_problems(fc)
+    if problems:
+        raise MetiValidationError(problems)
+    return list(fc["features"])
+
+
+def collection_problems(fc: Any) -> list[FeatureProblem]:
+    """Every reason ``fc`` would be rejected; empty when it is valid.
+
+    Problems of the collection itself have ``index=None``; the others name their feature.
+
+    :param fc: the parsed GeoJSON FeatureCollection (any JSON value is accepted)
+    """
+    if not isinstance(fc, Mapping):
+        return [
+            _collection_problem("FeatureCollection", f"must be an object, got {_json_type(fc)}")
+        ]
+    problems: list[FeatureProblem] = []
+    if fc.get("type") != "FeatureCollection":
+        problems.append(
+            _collection_problem("type", f"must be 'FeatureCollection' ({_got(fc, 'type')})")
+        )
+    features = fc.get("features")
+    if not isinstance(features, list):
+        problems.append(
+            _collection_problem("features", f"must be a list of features ({_got(fc, 'features')})")
+        )
+        return problems
+    if not features:
+        problems.append(_collection_problem("features", "must contain at least one feature"))
+    for index, feature in enumerate(features):
+        problems.extend(feature_problems(index, feature))
+    problems.extend(_duplicate_id_problems(features))
+    problems.sort(key=lambda problem: -1 if problem.index is None else problem.index)
+    return problems
+
+
+def feature_problems(index: int, feature: Any) -> list[FeatureProblem]:
+    """Every reason one feature would be rejected (ids are checked for uniqueness elsewhere).
+
+    :param index: the feature's position in its collection, used in the messages
+    :param feature: the feature as parsed from JSON
+    """
+    if not isinstance(feature, Mapping):
+        return [
+            FeatureProblem(index, None, "feature", f"must be an object, got {_json_type(feature)}")
+        ]
+    feature_id = feature.get("id")
+    reasons: list[tuple[str, str]] = []
+    if feature.get("type") != "Feature":
+        reasons.append(("type", f"must be 'Feature' ({_got(feature, 'type')})"))
+    reasons.extend(_id_reasons(feature))
+    reasons.extend(_window_reasons(feature.get("properties")))
+    reasons.extend(_geometry_reasons(feature.get("geometry"), "geometry" in feature))
+    return [FeatureProblem(index, feature_id, field, reason) for field, reason in reasons]
+
+
+def _collection_problem(field: str, reason: str) -> FeatureProblem:
+    return FeatureProblem(None, None, field, reason)
+
+
+def _id_reasons(feature: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if "id" not in feature or feature["id"] is None:
+        return [("id", "is required (your own identifier, stored by METI as alt_id)")]
+    feature_id = feature["id"]
+    if not isinstance(feature_id, str):
+        reason = f"must be a string, got {_json_type(feature_id)} {feature_id!r}"
+        if isinstance(feature_id, (int, float)) and not isinstance(feature_id, bool):
+            reason += f'; quote it, e.g. "{feature_id}"'
+        return [("id", reason)]
+    if not feature_id.strip():
+        return [("id", "must not be empty")]
+    if len(feature_id) >= MAX_ID_LENGTH:
+        return [("id", f"must be shorter than {MAX_ID_LENGTH} characters (got {len(feature_id)})")]
+    return []
+
+
+def _duplicate_id_problems(features: list[Any]) -> list[FeatureProblem]:
+    first_index: dict[str, int] = {}
+    problems: list[FeatureProblem] = []
+    for index, feature in enumerate(features):
+        feature_id = feature.get("id") if isinstance(feature, Mapping) else None
+        if not isinstance(feature_id, str):
+            continue
+        if feature_id in first_index:
+            reason = f"duplicates the id of feature {first_index[feature_id]}; ids must be unique"
+            problems.append(FeatureProblem(index, feature_id, "id", reason))
+        else:
+            first_index[feature_id] = index
+    return problems
+
+
+def _window_reasons(properties: Any) -> list[tuple[str, str]]:
+    if not isinstance(properties, Mapping):
+        got = "missing" if properties is None else f"got {_json_type(properties)}"
+        return [("properties", f"must be an object with start_at and end_at ({got})")]
+    reasons: list[tuple[str, str]] = []
+    start = _timestamp_reason(properties, "start_at", reasons)
+    end = _timestamp_reason(properties, "end_at", reasons)
+    if start is not None and end is not None and end <= start + MIN_WINDOW:
+        shown = f"{properties['start_at']} .. {properties['end_at']}"
+        reasons.append(
+            ("properties.end_at", f"must be more than one day after start_at (got {shown})")
+        )
+    return reasons
+
+
+def _timestamp_reason(
+    properties: Mapping[str, Any], key: str, reasons: list[tuple[str, str]]
+) -> datetime | None:
+    field = f"properties.{key}"
+    value = properties.get(key)
+    if value is None:
+        reasons.append((field, "is required (an ISO 8601 timestamp)"))
+        return None
+    if not isinstance(value, str):
+        reasons.append((field, f"must be an ISO 8601 string, got {_json_type(value)} {value!r}"))
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        reasons.append((field, f"is not an ISO 8601 timestamp (got {value!r})"))
+        return None
+
+
+def _geometry_reasons(geometry: Any, present: bool) -> list[tuple[str, str]]:
+    if geometry is None:
+        return [
+            ("geometry", "is required (a GeoJSON Polygon)" if not present else "must not be null")
+        ]
+    if not isinstance(geometry, Mapping):
+        return [("geometry", f"must be a GeoJSON object, got {_json_type(geometry)}")]
+    if geometry.get("type") != "Polygon":
+        return [("geometry.type", f"must be 'Polygon' ({_got(geometry, 'type')})")]
+    rings = geometry.get("coordinates")
+    if not isinstance(rings, list):
+        got = _got(geometry, "coordinates")
+        return [("geometry.coordinates", f"must be a list of linear rings ({got})")]
+    if not rings:
+        return [("geometry.coordinates", "must contain at least one ring")]
+    reasons: list[tuple[str, str]] = []
+    for ring_index, ring in enumerate(rings):
+        reasons.extend(_ring_reasons(f"geometry.coordinates[{ring_index}]", ring))
+    return reasons
+
+
+def _ring_reasons(field: str, ring: Any) -> list[tuple[str, str]]:
+    if not isinstance(ring, list):
+        return [(field, f"must be a list of positions, got {_json_type(ring)}")]
+    if len(ring) < 4:
+        return [(field, f"a ring needs at least 4 positions, got {len(ring)}")]
+    bad = [
+        (f"{field}[{i}]", reason)
+        for i, position in enumerate(ring)
+        if (reason := _position_reason(position)) is not None
+    ]
+    if bad:
+        shown = bad[:MAX_POSITION_PROBLEMS_PER_RING]
+        hidden = len(bad) - len(shown)
+        if hidden:
+            shown.append((field, f"{hidden} more positions are invalid"))
+        return shown
+    points = [(float(position[0]), float(position[1])) for position in ring]
+    if points[0] != points[-1]:
+        return [(field, f"ring is not closed: first {_fmt(points[0])} != last {_fmt(points[-1])}")]
+    reason = ring_topology_reason(points)
+    return [(field, reason)] if reason else []
+
+
+def _position_reason(position: Any) -> str | None:
+    if not isinstance(position, (list, tuple)):
+        return f"must be a [longitude, latitude] pair, got {_json_type(position)}"
+    if len(position) not in (2, 3):
+        return f"must have 2 or 3 numbers, got {len(position)}"
+    for axis, value in zip(("longitude", "latitude", "altitude"), position, strict=False):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{axis} must be a number, got {_json_type(value)} {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{axis} must be finite, got {value!r}"
+    lon, lat = position[0], position[1]
+    if not -180 <= lon <= 180:
+        return f"longitude must be within [-180, 180], got {lon!r}"
+    if not -90 <= lat <= 90:
+        return f"latitude must be within [-90, 90], got {lat!r}"
+    return None
+
+
+# --- ring topology -------------------------------------------------------------------------
+
+
+def ring_topology_reason(ring: Sequence[Point]) -> str | None:
+    """Why a closed ring is not a valid linear ring (``ST_IsValid``-like), or None if it is.
+
+    A ring needs at least three distinct corners, no spike (an edge folding back on the
+    previous one) and no two non-adjacent edges that cross or touch. Edges are swept in
+    order of their smallest x, so long rings stay fast.
+
+    :param ring: the ring's (x, y) positions, first equal to last
+    """
+    points, original_index = _without_repeats(ring)
+    segment_count = len(points) - 1
+    if segment_count < 3:
+        return f"ring has fewer than 3 distinct corners ({max(segment_count, 0)})"
+    clash = _first_clash(points, segment_count)
+    if clash is None:
+        return None
+    first, second = clash
+    return (
+        f"ring intersects itself: edge from position {original_index[first]} meets "
+        f"edge from position {original_index[second]}"
+    )
+
+
+def _without_repeats(ring: Sequence[Point]) -> tuple[list[Point], list[int]]:
+    points: list[Point] = []
+    original_index: list[int] = []
+    for index, point in enumerate(ring):
+        if not points or point != points[-1]:
+            points.append(point)
+            original_index.append(index)
+    return points, original_index
+
+
+def _first_clash(points: list[Point], count: int) -> tuple[int, int] | None:
+    if _sweep_along_y_is_cheaper(points):
+        # A mirror image keeps every crossing and touch, so sweep the transposed ring.
+        points = [(y, x) for x, y in points]
+    min_x = [min(points[i][0], points[i + 1][0]) for i in range(count)]
+    max_x = [max(points[i][0], points[i + 1][0]) for i in range(count)]
+    min_y = [min(points[i][1], points[i + 1][1]) for i in range(count)]
+    max_y = [max(points[i][1], points[i + 1][1]) for i in range(count)]
+    active: list[int] = []
+    for i in sorted(range(count), key=min_x.__getitem__):
+        left = min_x[i]
+        active = [j for j in active if max_x[j] >= left]
+        for j in active:
+            if max_y[j] < min_y[i] or min_y[j] > max_y[i]:
+                continue
+            if _edges_clash(points, count, i, j):
+                return (min(i, j), max(i, j))
+        active.append(i)
+    return None
+
+
+def _sweep_along_y_is_cheaper(points: list[Point]) -> bool:
+    """Compare how much of each axis' span the edges cover on average (lower sweeps faster)."""
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    cover_x = sum(abs(b - a) for a, b in pairwise(xs)) / span_x
+    cover_y = sum(abs(b - a) for a, b in pairwise(ys)) / span_y
+    return cover_y < cover_x
+
+
+def _edges_clash(points: list[Point], count: int, i: int, j: int) -> bool:
+    if (i + 1) % count == j:
+        return _is_spike(points[i], points[i + 1], points[j + 1])
+    if (j + 1) % count == i:
+        return _is_spike(points[j], points[j + 1], points[i + 1])
+    return _segments_meet(points[i], points[i + 1], points[j], points[j + 1])
+
+
+def _is_spike(a: Point, shared: Point, c: Point) -> bool:
+    """True when edge shared->c runs back along edge a->shared."""
+    if orientation(a, shared, c) != 0:
+        return False
+    return (shared[0] - a[0]) * (c[0] - shared[0]) + (shared[1] - a[1]) * (c[1] - shared[1]) < 0
+
+
+def _segments_meet(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
+    d1 = orientation(q1, q2, p1)
+    d2 = orientation(q1, q2, p2)
+    d3 = orientation(p1, p2, q1)
+    d4 = orientation(p1, p2, q2)
+    if d1 * d2 < 0 and d3 * d4 < 0:
+        return True
+    return (
+        (d1 == 0 and _within_box(q1, q2, p1))
+        or (d2 == 0 and _within_box(q1, q2, p2))
+        or (d3 == 0 and _within_box(p1, p2, q1))
+        or (d4 == 0 and _within_box(p1, p2, q2))
+    )
+
+
+def _within_box(a: Point, b: Point, p: Point) -> bool:
+    return min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
+
+
+_ORIENTATION_ERROR_BOUND = 3.3306690738754716e-16  # (3 + 16 * eps) * eps, after Shewchuk
+
+
+def orientation(a: Point, b: Point, c: Point) -> int:
+    """Sign of the turn a -> b -> c: 1 left, -1 right, 0 collinear (exact).
+
+    The float determinant decides when it is clearly away from zero; otherwise the exact
+    rational value does, so touching edges are never missed through rounding.
+    """
+    left = (b[0] - a[0]) * (c[1] - a[1])
+    right = (b[1] - a[1]) * (c[0] - a[0])
+    det = left - right
+    if abs(det) > _ORIENTATION_ERROR_BOUND * (abs(left) + abs(right)):
+        return 1 if det > 0 else -1
+    ax, ay, bx, by, cx, cy = (Fraction(v) for v in (*a, *b, *c))
+    exact = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    return (exact > 0) - (exact < 0)
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+def batched(features: Sequence[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Yield consecutive lists of at most ``size`` features, in order.
+
+    :param features: the features to split
+    :param size: the largest batch, at least 1
+    :raises ValueError: ``size`` is not a positive integer
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    for start in range(0, len(features), size):
+        yield list(features[start : start + size])
+
+
+def as_feature_collection(features: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Wrap features in a GeoJSON FeatureCollection.
+
+    :param features: the features, in the order they should be sent
+    """
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+# --- message helpers -----------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _got(container: Mapping[str, Any], key: str) -> str:
+    if key not in container:
+        return "missing"
+    value = container[key]
+    return f"got {value!r}" if isinstance(value, str) else f"got {_json_type(value)}"
+
+
+def _fmt(point: Point) -> str:
+    return f"[{point[0]:g}, {point[1]:g}]"
