@@ -1,0 +1,210 @@
+"""``MetiEmulator``: start, steer and stop a local METI API server from Python."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_meti.emulator.faults import DEFAULT_KINDS, DEFAULT_PATHS, FaultPlan
+from airflow_provider_meti.emulator.ledger import Ledger
+from airflow_provider_meti.emulator.server import MetiHTTPServer
+from airflow_provider_meti.emulator.state import EmulatorState
+
+STOP_TIMEOUT_S = 5.0
+
+
+def _normalised_base_path(path: str) -> str:
+    """``"meti/api/"`` -> ``"/meti/api"``; empty stays empty."""
+    stripped = path.strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+class MetiEmulator:
+    """A METI API v1 server on a background thread, for development, demos and tests.
+
+    Use it as a context manager (``with MetiEmulator() as meti: ... meti.url``) or call
+    :meth:`start` and :meth:`stop`.
+
+    :param host: interface to bind; keep the loopback default unless you mean otherwise
+    :param port: port to bind; 0 picks a free one (read it back from :attr:`url`)
+    :param users: email -> password accepted by ``POST /token``
+        (default ``{"demo@meti.local": "demo-password"}``)
+    :param token_ttl: token lifetime in seconds (``expires_in``)
+    :param seed: seeds source ids, so a run is reproducible
+    :param list_envelope: None to list sources as a bare array, or ``"data"``, ``"sources"``,
+        ``"items"`` or ``"results"`` to wrap pages as ``{key: [...], "total", "limit", "offset"}``
+    :param base_path: serve the API under this prefix (e.g. ``"/meti/api"``), as behind a
+        gateway; :attr:`base_url` includes it, :attr:`url` does not
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        users: Mapping[str, str] | None = None,
+        token_ttl: float = 3600,
+        seed: int = 0,
+        list_envelope: str | None = None,
+        base_path: str = "",
+    ) -> None:
+        self.host = host
+        self.base_path = _normalised_base_path(base_path)
+        self._requested_port = port
+        self.state = EmulatorState(
+            users=users, token_ttl=token_ttl, seed=seed, list_envelope=list_envelope
+        )
+        self._server: MetiHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> MetiEmulator:
+        """Bind and serve on a background thread; return self."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        server = MetiHTTPServer((self.host, self._requested_port), self.state, self.base_path)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="meti-emulator",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and wait for the threads; idempotent."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        server.join_workers(STOP_TIMEOUT_S)
+        thread.join(STOP_TIMEOUT_S)
+
+    def __enter__(self) -> MetiEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one before :meth:`start`)."""
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8765``."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """Where the API lives: :attr:`url` plus the base path."""
+        return self.url + self.base_path
+
+    # --- steering --------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        """The stored sources (``get``, ``delete``, ``all``, ``count``, ``seed``, ...)."""
+        return self.state.ledger
+
+    @property
+    def token_ttl(self) -> float:
+        """Lifetime of tokens issued from now on, in seconds."""
+        return self.state.tokens.ttl
+
+    @token_ttl.setter
+    def token_ttl(self, seconds: float) -> None:
+        self.state.tokens.ttl = seconds
+
+    @property
+    def list_envelope(self) -> str | None:
+        """How listings are shaped (see the class docstring)."""
+        return self.state.list_envelope
+
+    @list_envelope.setter
+    def list_envelope(self, key: str | None) -> None:
+        self.state.list_envelope = key
+
+    def set_faults(
+        self,
+        rate: float,
+        kinds: Sequence[str] = DEFAULT_KINDS,
+        *,
+        seed: int = 0,
+        retry_after: float = 1.0,
+        latency: float = 0.0,
+        methods: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+        count: int | None = None,
+    ) -> FaultPlan:
+        """Fail a share of matching requests, deterministically for a given seed.
+
+        :param rate: probability (0..1) that a matching request fails
+        :param kinds: among ``"500"``, ``"503"``, ``"429"``, ``"drop"``, ``"stored_then_drop"``,
+            ``"latency"``
+        :param seed: seeds the decisions (same seed, same requests: same faults)
+        :param retry_after: seconds sent in ``Retry-After`` with a 429 (fractions allowed)
+        :param latency: seconds a ``latency`` fault waits before answering normally
+        :param methods: only these HTTP methods, e.g. ``["POST"]`` (default: all)
+        :param paths: only paths starting with these prefixes (default ``["/sources"]``;
+            add ``"/token"`` to fault token requests too)
+        :param count: stop after this many faults (default: no limit)
+        :return: the plan now in force
+        """
+        plan = FaultPlan(
+            rate=rate,
+            kinds=tuple(kinds),
+            seed=seed,
+            retry_after=retry_after,
+            latency=latency,
+            methods=None if methods is None else tuple(m.upper() for m in methods),
+            paths=DEFAULT_PATHS if paths is None else tuple(paths),
+            count=count,
+        )
+        self.state.faults.configure(plan)
+        return plan
+
+    def clear_faults(self) -> None:
+        """Serve every request normally again."""
+        self.state.faults.clear()
+
+    def expire_all_tokens(self) -> int:
+        """Expire every issued token; return how many were still valid."""
+        return self.state.tokens.expire_all()
+
+    def add_user(self, email: str, password: str) -> None:
+        """Accept another email/password at ``POST /token``."""
+        self.state.users.add(email, password)
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: ``token_requests``, ``tokens_issued``, ``requests`` per
+        ``"METHOD /path"``, ``responses`` per status, ``faults`` per kind,
+        ``sources_created``, ``sources_stored``, ``active_tokens`` and ``fault_plan``."""
+        return self.state.stats()
+
+    def reset(self) -> None:
+        """Drop every source, token and counter (users and settings stay)."""
+        self.state.reset()

@@ -1,0 +1,116 @@
+"""``meti-emulator`` / ``python -m airflow_provider_meti.emulator``: serve until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from airflow_provider_meti.emulator.app import MetiEmulator
+from airflow_provider_meti.emulator.faults import FAULT_KINDS
+from airflow_provider_meti.emulator.state import LIST_ENVELOPES
+
+PASSWORD_ENV = "METI_EMULATOR_PASSWORD"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="meti-emulator",
+        description="Serve a local emulation of the METI API (v1) until SIGINT or SIGTERM.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port; 0 picks a free one (default %(default)s)"
+    )
+    parser.add_argument(
+        "--email", default="demo@meti.local", help="accepted email (default %(default)s)"
+    )
+    parser.add_argument(
+        "--password",
+        default=os.environ.get(PASSWORD_ENV, "demo-password"),
+        help=f"accepted password (default: ${PASSWORD_ENV} or demo-password)",
+    )
+    parser.add_argument("--token-ttl", type=float, default=3600, help="token lifetime in seconds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of source ids and faults")
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of /sources requests that fail (0..1)"
+    )
+    parser.add_argument(
+        "--fault-kinds",
+        default="503,429,drop",
+        help=f"comma-separated, among {','.join(FAULT_KINDS)} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds a 'latency' fault waits"
+    )
+    parser.add_argument(
+        "--list-envelope",
+        nargs="?",
+        const="data",
+        default=None,
+        choices=LIST_ENVELOPES,
+        help="wrap GET /sources pages in an object under this key (default when given: data)",
+    )
+    parser.add_argument(
+        "--base-path", default="", help="serve the API under this prefix, e.g. /meti/api"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request line to stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator in the foreground; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    emulator = MetiEmulator(
+        host=args.host,
+        port=args.port,
+        users={args.email: args.password},
+        token_ttl=args.token_ttl,
+        seed=args.seed,
+        list_envelope=args.list_envelope,
+        base_path=args.base_path,
+    )
+    if args.fault_rate > 0:
+        kinds = [kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()]
+        try:
+            emulator.set_faults(
+                args.fault_rate,
+                kinds,
+                seed=args.seed,
+                retry_after=args.retry_after,
+                latency=args.latency,
+            )
+        except ValueError as error:
+            print(f"meti-emulator: {error}", file=sys.stderr)
+            return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        emulator.start()
+    except OSError as error:
+        print(f"meti-emulator: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    print(f"METI emulator serving on {emulator.base_url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    print("METI emulator stopped", flush=True)
+    return 0

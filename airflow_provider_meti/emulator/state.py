@@ -1,0 +1,68 @@
+"""Everything one running emulator holds: users, tokens, sources, faults and counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_meti.emulator.credentials import TokenStore, UserDirectory
+from airflow_provider_meti.emulator.faults import FaultInjector
+from airflow_provider_meti.emulator.ledger import Ledger
+from airflow_provider_meti.emulator.stats import Counters
+
+LIST_ENVELOPES = ("data", "sources", "items", "results")
+DEFAULT_USERS = {"demo@meti.local": "demo-password"}
+
+
+class EmulatorState:
+    """The shared state behind the request handlers.
+
+    :param users: email -> password of the accounts that may ask for a token
+    :param token_ttl: token lifetime in seconds
+    :param seed: seeds source ids
+    :param list_envelope: None to list sources as a bare JSON array, or the key
+        (``data``, ``sources``, ``items`` or ``results``) of an object that wraps the page
+        with ``total``, ``limit`` and ``offset``
+    """
+
+    def __init__(
+        self,
+        *,
+        users: Mapping[str, str] | None = None,
+        token_ttl: float = 3600,
+        seed: int = 0,
+        list_envelope: str | None = None,
+    ) -> None:
+        self.users = UserDirectory(DEFAULT_USERS if users is None else users)
+        self.tokens = TokenStore(token_ttl)
+        self.ledger = Ledger(seed)
+        self.faults = FaultInjector()
+        self.counters = Counters()
+        self._list_envelope: str | None = None
+        self.list_envelope = list_envelope
+
+    @property
+    def list_envelope(self) -> str | None:
+        """The key wrapping listed sources, or None for a bare array."""
+        return self._list_envelope
+
+    @list_envelope.setter
+    def list_envelope(self, key: str | None) -> None:
+        if key is not None and key not in LIST_ENVELOPES:
+            raise ValueError(f"list_envelope must be None or one of {', '.join(LIST_ENVELOPES)}")
+        self._list_envelope = key
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus what is stored now and the fault plan in force."""
+        return {
+            **self.counters.snapshot(),
+            "sources_stored": self.ledger.count(),
+            "active_tokens": self.tokens.active_count(),
+            "fault_plan": self.faults.plan.as_dict(),
+        }
+
+    def reset(self) -> None:
+        """Drop sources, tokens and counters; users and settings (faults, TTL) stay."""
+        self.ledger.clear()
+        self.tokens.expire_all()
+        self.counters.reset()
