@@ -1,0 +1,84 @@
+"""Small helpers for reading METI responses without leaking secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import requests
+
+from airflow_provider_meti.exceptions import MetiConfigError
+
+
+def error_message(response: requests.Response) -> str:
+    """The server's own explanation of an error response, kept short."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return f"unexpected response body ({content_summary(response)})"
+
+
+def content_summary(response: requests.Response) -> str:
+    """Content type and the first characters of the body, for error messages."""
+    kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+    text = " ".join(response.text.split())
+    snippet = text[:80] + ("..." if len(text) > 80 else "")
+    return f"{kind}: {snippet!r}" if snippet else f"{kind}, empty body"
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """``Retry-After`` in seconds (delta form only), or None."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` and ``path`` joined with exactly one slash, keeping any path prefix."""
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool, what: str = "host") -> str:
+    """Validate a METI URL; plain http is only allowed to loopback unless explicitly enabled."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MetiConfigError(
+            f"The METI connection's {what} must be a URL such as "
+            f"https://api.meti.millpont.com, got {url!r}."
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise MetiConfigError(
+            f"The METI connection's {what} uses plain http:// to {parts.hostname}: credentials "
+            "and tokens would travel unencrypted. Use https://, or set the extra "
+            '"allow_insecure_http": true if you really mean it.'
+        )
+    return url
+
+
+def is_loopback(hostname: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,222 @@
+"""Bearer tokens for the METI API: how to ask for one, and how long to keep it.
+
+Two token sources exist, one per API generation: email/password at ``{base}/token`` (v1) and
+OAuth2 client credentials at the tenant's ``/oauth/token`` (v2). ``TokenManager`` caches
+whichever one the client uses, renews it shortly before it expires and lets every thread of
+the process share it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from airflow_provider_meti._http import content_summary, error_message, redact, retry_after_seconds
+from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError
+
+DEFAULT_AUDIENCE = "https://api.meti.millpont.com"
+
+# The renewal margin never eats more than this share of a token's life, so that a token
+# that lives only a couple of seconds still serves calls instead of being renewed each time.
+MAX_MARGIN_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as the token endpoint returned it."""
+
+    value: str
+    expires_in: float
+
+
+class TokenSource(Protocol):
+    """Asks a token endpoint for a new token."""
+
+    @property
+    def token_url(self) -> str:
+        """Where tokens are requested."""
+        ...
+
+    def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
+        """Request one token; raise MetiAuthError for rejected credentials."""
+        ...
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in logs or errors."""
+        ...
+
+
+@dataclass(frozen=True, repr=False)
+class EmailPasswordAuth:
+    """METI v1: ``POST {base}/token`` with ``{"email", "password"}``."""
+
+    token_url: str
+    email: str
+    password: str
+
+    def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
+        body = {"email": self.email, "password": self.password}
+        payload = _post_token_request(session, self.token_url, body, timeout, self.secrets())
+        return _issued_token(payload, token_key="token", url=self.token_url)
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,)
+
+    def __repr__(self) -> str:
+        return f"EmailPasswordAuth(token_url={self.token_url!r}, email={self.email!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class ClientCredentialsAuth:
+    """METI v2: OAuth2 client credentials at the tenant's token endpoint."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    audience: str = DEFAULT_AUDIENCE
+
+    def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
+        body = {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "audience": self.audience,
+            "grant_type": "client_credentials",
+        }
+        payload = _post_token_request(session, self.token_url, body, timeout, self.secrets())
+        return _issued_token(payload, token_key="access_token", url=self.token_url)
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.client_secret,)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientCredentialsAuth(token_url={self.token_url!r}, client_id={self.client_id!r}, "
+            f"audience={self.audience!r})"
+        )
+
+
+def _post_token_request(
+    session: requests.Session,
+    url: str,
+    body: Mapping[str, str],
+    timeout: float | tuple[float, float],
+    secrets: tuple[str, ...],
+) -> Any:
+    # Redirects are refused: a token endpoint that redirects would carry credentials elsewhere.
+    response = session.post(url, json=body, timeout=timeout, allow_redirects=False)
+    path = urlsplit(url).path or "/"
+    if response.status_code in (400, 401, 403):
+        detail = redact(error_message(response), secrets)
+        raise MetiAuthError(
+            f"METI authentication failed at {path} (HTTP {response.status_code}): {detail}. "
+            "Check the connection's login and password."
+        )
+    if response.status_code >= 300:
+        raise MetiApiError(
+            redact(error_message(response), secrets),
+            status_code=response.status_code,
+            method="POST",
+            path=path,
+            retry_after=retry_after_seconds(response),
+        )
+    try:
+        return response.json()
+    except ValueError:
+        raise MetiAuthError(
+            f"METI token endpoint {path} answered HTTP {response.status_code} with a body that "
+            f"is not JSON ({content_summary(response)})."
+        ) from None
+
+
+def _issued_token(payload: Any, *, token_key: str, url: str) -> IssuedToken:
+    path = urlsplit(url).path or "/"
+    if not isinstance(payload, dict):
+        raise MetiAuthError(
+            f"METI token endpoint {path} returned {type(payload).__name__}, not an object."
+        )
+    value = payload.get(token_key)
+    if not isinstance(value, str) or not value:
+        raise MetiAuthError(f"METI token endpoint {path} returned no {token_key!r} field.")
+    expires_in = payload.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        raise MetiAuthError(
+            f"METI token endpoint {path} returned an invalid 'expires_in' "
+            f"({type(expires_in).__name__}); expected a positive number of seconds."
+        )
+    if not expires_in > 0:
+        raise MetiAuthError(
+            f"METI token endpoint {path} returned 'expires_in' = {expires_in}; "
+            "expected a positive number of seconds."
+        )
+    return IssuedToken(value=value, expires_in=float(expires_in))
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    value: str
+    renew_at: float
+
+
+class TokenManager:
+    """Keeps one token per lifetime and shares it between threads.
+
+    :param fetch: asks the token endpoint for a new token
+    :param margin: seconds before expiry at which the token is renewed (capped at a fifth
+        of the token's lifetime)
+    :param on_new_token: called with every new token, e.g. to register it with a masker
+    :param clock: a monotonic clock; replaceable in tests
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], IssuedToken],
+        *,
+        margin: float = 60.0,
+        on_new_token: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._margin = margin
+        self._on_new_token = on_new_token
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: _CachedToken | None = None
+        self.tokens_fetched = 0
+
+    def get(self) -> str:
+        """A token that is valid for at least the renewal margin."""
+        cached = self._cached
+        if cached is not None and self._clock() < cached.renew_at:
+            return cached.value
+        with self._lock:
+            cached = self._cached
+            if cached is None or self._clock() >= cached.renew_at:
+                cached = self._renew()
+            return cached.value
+
+    def invalidate(self, rejected: str) -> None:
+        """Forget ``rejected`` (a token the API refused), unless another thread renewed it."""
+        with self._lock:
+            if self._cached is not None and self._cached.value == rejected:
+                self._cached = None
+
+    def current(self) -> str | None:
+        """The cached token, if any, without renewing it."""
+        cached = self._cached
+        return cached.value if cached else None
+
+    def _renew(self) -> _CachedToken:
+        started = self._clock()
+        issued = self._fetch()
+        if self._on_new_token is not None:
+            self._on_new_token(issued.value)
+        margin = min(self._margin, issued.expires_in * MAX_MARGIN_FRACTION)
+        self._cached = _CachedToken(issued.value, started + issued.expires_in - margin)
+        self.tokens_fetched += 1
+        return self._cached
