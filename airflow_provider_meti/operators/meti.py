@@ -1,0 +1,519 @@
+"""Operators for the METI API: a generic call, and creating, reading, listing, deleting sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from airflow_provider_meti import geojson
+from airflow_provider_meti._compat import AirflowException, BaseOperator, Context, ObjectStoragePath
+from airflow_provider_meti.exceptions import MetiConfigError, MetiPartialCreateError
+from airflow_provider_meti.hooks.meti import MetiHook
+
+FEATURE_COLLECTION_EXTENSIONS = (".geojson", ".json")
+"""``output_path`` suffixes written as one FeatureCollection; anything else is NDJSON."""
+TOKEN_ENDPOINTS = frozenset({"token", "oauth/token"})
+
+
+class MetiOperator(BaseOperator):
+    """Calls any METI endpoint and returns the parsed JSON (optionally filtered).
+
+    The result goes to XCom: use ``response_filter`` to keep it small.
+
+    :param endpoint: path relative to the connection's base URL, e.g. ``/sources``
+    :param method: the HTTP method
+    :param request_params: query parameters (``params`` is taken by Airflow for Jinja params)
+    :param data: the JSON body
+    :param response_filter: called with the parsed JSON; its result is returned instead
+    :param meti_conn_id: the Airflow connection id
+    """
+
+    template_fields: Sequence[str] = ("endpoint", "request_params", "data", "meti_conn_id")
+    template_fields_renderers = {"request_params": "json", "data": "json"}
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        method: str = "GET",
+        request_params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        response_filter: Callable[[Any], Any] | None = None,
+        meti_conn_id: str = MetiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.endpoint = endpoint
+        self.method = method
+        self.request_params = request_params
+        self.data = data
+        self.response_filter = response_filter
+        self.meti_conn_id = meti_conn_id
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        """Send the request; return the (filtered) JSON."""
+        _refuse_token_endpoint(self.endpoint)
+        self.log.info("METI: %s %s", self.method.upper(), self.endpoint)
+        body = self.hook.request(
+            self.method, self.endpoint, params=self.request_params, json=self.data
+        )
+        return self.response_filter(body) if self.response_filter else body
+
+
+class MetiCreateSourcesOperator(BaseOperator):
+    """Registers every feature of a GeoJSON FeatureCollection as a METI source.
+
+    The whole collection is validated before anything is sent. Safe to retry: from the second
+    try on, features an earlier try already stored (same ``alt_id`` and window) are found and
+    not created again. Returns ``[{"id": "src_...", "alt_id": ...}]``, one per feature, in order.
+
+    :param feature_collection: the collection as a dict, its JSON text, or the path of a
+        ``.geojson``/``.json`` file. A path found in the DAG folder or ``template_searchpath``
+        is rendered as a Jinja template; any other path (e.g. absolute) is read as it is.
+    :param batch_size: features per POST (API v1 takes one)
+    :param max_workers: concurrent POSTs (default 4)
+    :param meti_conn_id: the Airflow connection id
+    """
+
+    template_fields: Sequence[str] = ("feature_collection", "meti_conn_id")
+    template_ext: Sequence[str] = (".geojson", ".json")
+    template_fields_renderers = {"feature_collection": "json"}
+
+    def __init__(
+        self,
+        *,
+        feature_collection: Mapping[str, Any] | str | os.PathLike[str],
+        batch_size: int | None = None,
+        max_workers: int | None = None,
+        meti_conn_id: str = MetiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.feature_collection = feature_collection
+        self.batch_size = batch_size
+        self.max_workers = max_workers
+        self.meti_conn_id = meti_conn_id
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id, max_workers=self.max_workers)
+
+    def resolve_template_files(self) -> None:
+        """Read template files at parse time, leaving paths Jinja cannot find to ``execute``."""
+        if self._is_template_file(self.feature_collection):
+            super().resolve_template_files()
+        else:
+            self.prepare_template()
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: Any = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Render as usual, except what cannot be a template: that stays as it is.
+
+        A file path Jinja cannot find stays a path, for ``execute`` to read. A string without
+        ``{`` holds no Jinja syntax: passing it through keeps large collections quick to
+        render and keeps ids such as ``"123"`` strings under native rendering.
+        """
+        if isinstance(content, str):
+            if self._names_a_file(content):
+                if not self._is_template_file(content, jinja_env):
+                    return content
+            elif "{" not in content:
+                return content
+        return super().render_template(content, context, jinja_env, seen_oids)
+
+    def _names_a_file(self, value: Any) -> bool:
+        return isinstance(value, str) and value.endswith(tuple(self.template_ext))
+
+    def _is_template_file(self, value: Any, jinja_env: Any = None) -> bool:
+        if not self._names_a_file(value):
+            return False
+        env = jinja_env or self.get_template_env()
+        if env.loader is None:
+            return False
+        try:
+            env.loader.get_source(env, value)
+        except Exception:  # TemplateNotFound, or a path Jinja refuses (absolute, "..")
+            return False
+        return True
+
+    def execute(self, context: Context) -> list[dict[str, str]]:
+        """Validate, then create (skipping what an earlier try stored); return the ids."""
+        collection = geojson.load_feature_collection(self.feature_collection)
+        features = geojson.validate_feature_collection(collection)
+        try_number = _try_number(context)
+        retrying = try_number > 1
+        self.log.info("Registering %d features with METI (try %d)", len(features), try_number)
+        if retrying:
+            self.log.info("Looking up features an earlier try may have stored, to skip them")
+        try:
+            created = self.hook.create_sources(
+                collection, batch_size=self.batch_size, skip_existing=retrying
+            )
+        except MetiPartialCreateError as error:
+            self.log.error(
+                "%d of %d features were registered before the failure; retrying the task "
+                "registers only the rest",
+                len(error.created),
+                error.total,
+            )
+            raise
+        self.log.info("Registered %d features with METI", len(created))
+        return created
+
+
+class MetiGetSourceOperator(BaseOperator):
+    """Fetches one source and returns it.
+
+    :param source_id: the METI source id (``src_...``)
+    :param meti_conn_id: the Airflow connection id
+    """
+
+    template_fields: Sequence[str] = ("source_id", "meti_conn_id")
+
+    def __init__(
+        self,
+        *,
+        source_id: str,
+        meti_conn_id: str = MetiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_id = source_id
+        self.meti_conn_id = meti_conn_id
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Return the source; ``MetiNotFoundError`` when it does not exist."""
+        return self.hook.get_source(self.source_id)
+
+
+class MetiListSourcesOperator(BaseOperator):
+    """Lists every matching source, page by page, into XCom or streamed to a file.
+
+    With ``output_path`` the sources are written as GeoJSON Features, one page at a time, so
+    memory does not grow with the count: one FeatureCollection when the path ends in
+    ``.geojson`` or ``.json``, else one Feature per line (NDJSON). A local path (or
+    ``file://`` URL) is written to a temporary sibling and renamed into place, so a failed
+    extract never leaves a truncated file; object storage (``s3://`` and other
+    ``ObjectStoragePath`` URLs) cannot rename cheaply, so it is written directly and removed
+    if the extract fails. Returns ``{"path", "count"}`` (for a local file, its absolute
+    path). Without ``output_path`` the list of sources is returned, and more than
+    ``max_items`` of them fail the task.
+
+    :param methodology: only sources of this methodology
+    :param steward_id: only sources of this steward
+    :param project_id: only sources of this project
+    :param outcome_reporting_year: only sources of this reporting year
+    :param filters: further query parameters; the named filters above take precedence
+    :param page_size: sources per request
+    :param max_items: most sources returned through XCom (None: no limit)
+    :param output_path: local path, ``file://`` URL or ``ObjectStoragePath`` (URL) to write to
+    :param meti_conn_id: the Airflow connection id
+    """
+
+    template_fields: Sequence[str] = (
+        "methodology",
+        "steward_id",
+        "project_id",
+        "outcome_reporting_year",
+        "filters",
+        "output_path",
+        "meti_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        methodology: str | None = None,
+        steward_id: str | None = None,
+        project_id: str | None = None,
+        outcome_reporting_year: int | str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        page_size: int = 1000,
+        max_items: int | None = 10_000,
+        output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
+        meti_conn_id: str = MetiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.methodology = methodology
+        self.steward_id = steward_id
+        self.project_id = project_id
+        self.outcome_reporting_year = outcome_reporting_year
+        self.filters = filters
+        self.page_size = page_size
+        self.max_items = max_items
+        self.output_path = output_path
+        self.meti_conn_id = meti_conn_id
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id)
+
+    def query(self) -> dict[str, Any]:
+        """The filters sent with every page request."""
+        named = {
+            "methodology": self.methodology,
+            "steward_id": self.steward_id,
+            "project_id": self.project_id,
+            "outcome_reporting_year": self.outcome_reporting_year,
+        }
+        merged = {**(self.filters or {}), **named}
+        return {key: value for key, value in merged.items() if value not in (None, "")}
+
+    def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
+        """Fetch every page; return the sources, or ``{"path", "count"}`` with ``output_path``."""
+        query = self.query()
+        self.log.info("Listing METI sources (filters: %s)", query or "none")
+        pages = _ProgressLog(self.log).follow(
+            self.hook.get_conn().iter_source_pages(page_size=self.page_size, **query)
+        )
+        if self.output_path:
+            return self._write(self.output_path, pages)
+        return self._collect(pages)
+
+    def _collect(self, pages: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        sources: list[dict[str, Any]] = []
+        for page in pages:
+            sources.extend(page)
+            if self.max_items is not None and len(sources) > self.max_items:
+                raise AirflowException(
+                    f"More than max_items={self.max_items} sources match; too many for XCom. "
+                    "Set output_path to stream them to a file (or object storage) instead."
+                )
+        return sources
+
+    def _write(
+        self,
+        output_path: str | os.PathLike[str] | ObjectStoragePath,
+        pages: Iterable[list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        as_collection = _suffix(output_path).lower() in FEATURE_COLLECTION_EXTENSIONS
+        with open_output(output_path) as (handle, shown_path):
+            count = write_features(handle, pages, as_collection=as_collection)
+        kind = "a FeatureCollection" if as_collection else "NDJSON"
+        self.log.info("Wrote %d sources to %s as %s", count, shown_path, kind)
+        return {"path": shown_path, "count": count}
+
+
+class MetiDeleteSourceOperator(BaseOperator):
+    """Deletes one source by its METI id, or (API v2) every source with an ``alt_id``.
+
+    :param source_id: the METI source id (``src_...``)
+    :param alt_id: your own id of the source (API v2 only)
+    :param missing_ok: succeed when there is nothing to delete
+    :param meti_conn_id: the Airflow connection id
+    """
+
+    template_fields: Sequence[str] = ("source_id", "alt_id", "meti_conn_id")
+
+    def __init__(
+        self,
+        *,
+        source_id: str | None = None,
+        alt_id: str | None = None,
+        missing_ok: bool = True,
+        meti_conn_id: str = MetiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (source_id is None) == (alt_id is None):
+            raise ValueError("Pass exactly one of source_id or alt_id.")
+        self.source_id = source_id
+        self.alt_id = alt_id
+        self.missing_ok = missing_ok
+        self.meti_conn_id = meti_conn_id
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id)
+
+    def execute(self, context: Context) -> None:
+        """Delete; a missing source is fine when ``missing_ok``."""
+        target = f"source {self.source_id}" if self.source_id else f"alt_id {self.alt_id!r}"
+        self.log.info("Deleting %s from METI", target)
+        self.hook.delete_source(self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok)
+
+
+# Writing extracts
+
+
+def source_to_feature(source: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored source as a GeoJSON Feature: its polygon as geometry, the rest as properties."""
+    properties = {key: value for key, value in source.items() if key not in ("id", "geojson")}
+    return {
+        "type": "Feature",
+        "id": source.get("id"),
+        "geometry": source.get("geojson"),
+        "properties": properties,
+    }
+
+
+def write_features(
+    handle: IO[str], pages: Iterable[list[dict[str, Any]]], *, as_collection: bool
+) -> int:
+    """Write sources as Features, page by page; return how many were written.
+
+    :param handle: a text file open for writing
+    :param pages: lists of sources
+    :param as_collection: one FeatureCollection document instead of one Feature per line
+    """
+    count = 0
+    if as_collection:
+        handle.write('{"type": "FeatureCollection", "features": [\n')
+    for page in pages:
+        if not page:
+            continue
+        lines = [_compact_json(source_to_feature(source)) for source in page]
+        if as_collection:
+            handle.write((",\n" if count else "") + ",\n".join(lines))
+        else:
+            handle.write("\n".join(lines) + "\n")
+        count += len(lines)
+    if as_collection:
+        handle.write("\n]}\n")
+    return count
+
+
+@contextmanager
+def open_output(
+    output_path: str | os.PathLike[str] | ObjectStoragePath,
+) -> Iterator[tuple[IO[str], str]]:
+    """Open ``output_path`` for writing text; yield the handle and the path to report.
+
+    Local files appear only complete (temporary sibling, then rename); object storage is
+    written directly and removed again when the block raises.
+    """
+    local = local_path(output_path)
+    if local is not None:
+        with _atomic_local_file(local) as handle:
+            yield handle, str(local)
+        return
+    target = (
+        output_path
+        if isinstance(output_path, ObjectStoragePath)
+        else ObjectStoragePath(os.fspath(output_path))
+    )
+    with _object_storage_file(target) as handle:
+        yield handle, str(target)
+
+
+def local_path(output_path: str | os.PathLike[str] | ObjectStoragePath) -> Path | None:
+    """The absolute local path ``output_path`` names, or None for object storage."""
+    if isinstance(output_path, ObjectStoragePath):
+        if output_path.protocol not in ("", "file", "local"):
+            return None
+        return Path(output_path.path).expanduser().absolute()
+    text = os.fspath(output_path)
+    if "://" not in text:
+        return Path(text).expanduser().absolute()
+    parts = urlsplit(text)
+    if parts.scheme not in ("file", "local"):
+        return None
+    if parts.netloc not in ("", "localhost"):
+        raise MetiConfigError(f"output_path {text!r} names a file on another host.")
+    return Path(url2pathname(parts.path)).absolute()
+
+
+@contextmanager
+def _atomic_local_file(path: Path) -> Iterator[IO[str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        with partial.open("x", encoding="utf-8", newline="\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # the rename must never expose unwritten data
+        os.replace(partial, path)
+    finally:
+        with suppress(FileNotFoundError):
+            partial.unlink()
+
+
+@contextmanager
+def _object_storage_file(target: ObjectStoragePath) -> Iterator[IO[str]]:
+    try:
+        with target.open("w", encoding="utf-8") as handle:
+            yield handle
+    except BaseException:
+        with suppress(Exception):
+            target.unlink()
+        raise
+
+
+class _ProgressLog:
+    """Logs pages and sources seen, every 10 pages or every 5 seconds, whichever comes first."""
+
+    def __init__(self, log: Any, *, every_pages: int = 10, every_seconds: float = 5.0) -> None:
+        self._log = log
+        self._every_pages = every_pages
+        self._every_seconds = every_seconds
+
+    def follow(self, pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        """Yield ``pages`` unchanged, logging progress along the way and a total at the end."""
+        started = last_logged_at = time.monotonic()
+        page_count = logged_pages = source_count = 0
+        for page in pages:
+            page_count += 1
+            source_count += len(page)
+            now = time.monotonic()
+            if (
+                page_count - logged_pages >= self._every_pages
+                or now - last_logged_at >= self._every_seconds
+            ):
+                self._log.info("Fetched %d pages, %d sources so far", page_count, source_count)
+                last_logged_at, logged_pages = now, page_count
+            yield page
+        elapsed = time.monotonic() - started
+        self._log.info("Fetched %d sources in %d pages (%.1f s)", source_count, page_count, elapsed)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _suffix(output_path: str | os.PathLike[str] | ObjectStoragePath) -> str:
+    if isinstance(output_path, ObjectStoragePath):
+        return Path(output_path.path).suffix
+    text = os.fspath(output_path)
+    return Path(urlsplit(text).path if "://" in text else text).suffix
+
+
+def _try_number(context: Context) -> int:
+    ti = context.get("ti") if isinstance(context, Mapping) else None
+    return int(getattr(ti, "try_number", None) or 1)
+
+
+def _refuse_token_endpoint(endpoint: str) -> None:
+    path = urlsplit(endpoint).path.strip("/").lower()
+    if path in TOKEN_ENDPOINTS:
+        raise MetiConfigError(
+            f"MetiOperator does not call the token endpoint {endpoint!r}: its answer would "
+            "put a token into XCom. The hook fetches tokens itself."
+        )

@@ -1,0 +1,191 @@
+"""MetiSourceTrigger: waits in the triggerer until a METI source reaches a state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+from airflow_provider_meti._compat import BaseTrigger, TriggerEvent, aget_connection
+from airflow_provider_meti.client import MetiClient
+from airflow_provider_meti.exceptions import MetiApiError, MetiError, MetiNotFoundError
+from airflow_provider_meti.retries import is_retryable
+
+WaitFor = Literal["exists", "no_conflict", "resolved", "deleted"]
+WAIT_FOR_CONDITIONS: tuple[str, ...] = ("exists", "no_conflict", "resolved", "deleted")
+_CONDITION_TEXT = {
+    "exists": "found",
+    "no_conflict": "free of conflicts",
+    "resolved": "free of conflicts or withdrawn",
+    "deleted": "deleted",
+}
+
+
+def check_wait_for(wait_for: str) -> str:
+    """Return ``wait_for`` when it names a known condition; raise ``ValueError`` otherwise."""
+    if wait_for not in WAIT_FOR_CONDITIONS:
+        choices = ", ".join(repr(choice) for choice in WAIT_FOR_CONDITIONS)
+        raise ValueError(f"wait_for must be one of {choices}, got {wait_for!r}.")
+    return wait_for
+
+
+def check_source(
+    get_source: Callable[[str], dict[str, Any]], source_id: str, wait_for: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """Look a source up once and say whether ``wait_for`` holds.
+
+    :param get_source: fetches one source, raising ``MetiNotFoundError`` on 404
+    :param source_id: the METI source id
+    :param wait_for: ``exists``, ``no_conflict`` (found and not in conflict), ``resolved``
+        (not in conflict, or deleted: a conflict may be settled by withdrawing the source)
+        or ``deleted``
+    :return: ``(condition met, the source or None when it does not exist)``
+    :raises MetiNotFoundError: waiting for ``no_conflict`` on a source that no longer exists
+    """
+    try:
+        source = get_source(source_id)
+    except MetiNotFoundError as error:
+        if wait_for in ("deleted", "resolved"):
+            return True, None
+        if wait_for == "no_conflict":
+            raise MetiNotFoundError(
+                f"source {source_id} does not exist (any more), so it can never become free "
+                f"of conflicts: {error.message}",
+                status_code=error.status_code,
+                method=error.method,
+                path=error.path,
+            ) from None
+        return False, None
+    if wait_for == "deleted":
+        return False, source
+    if wait_for in ("no_conflict", "resolved"):
+        return not in_conflict(source), source
+    return True, source
+
+
+def in_conflict(source: dict[str, Any]) -> bool:
+    """True when METI flags the source as overlapping another one."""
+    return bool(source.get("conflict") or source.get("conflict_with"))
+
+
+class MetiSourceTrigger(BaseTrigger):
+    """Polls one METI source until a condition holds or a deadline passes.
+
+    Fires exactly one event: ``{"status": "success", "message", "source"}`` (``source`` is
+    None for ``deleted``), ``{"status": "timeout", "message"}`` once ``deadline`` has passed,
+    or ``{"status": "error", "message", "error"}`` for failures that waiting cannot cure
+    (rejected credentials, a 4xx, a source gone while waiting for ``no_conflict``).
+    Retryable API failures that outlast the client's own retries are logged and polled again.
+
+    :param meti_conn_id: the Airflow connection id
+    :param source_id: the METI source id (``src_...``)
+    :param wait_for: ``exists``, ``no_conflict`` or ``deleted``
+    :param poll_interval: seconds between two checks
+    :param deadline: epoch seconds after which the trigger gives up; None waits forever
+    """
+
+    def __init__(
+        self,
+        meti_conn_id: str,
+        source_id: str,
+        wait_for: WaitFor | str = "exists",
+        poll_interval: float = 300.0,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.meti_conn_id = meti_conn_id
+        self.source_id = source_id
+        self.wait_for = check_wait_for(wait_for)
+        self.poll_interval = float(poll_interval)
+        self.deadline = None if deadline is None else float(deadline)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and plain keyword arguments: ids, condition and timing, never a secret."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "meti_conn_id": self.meti_conn_id,
+                "source_id": self.source_id,
+                "wait_for": self.wait_for,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the condition holds, the deadline passes or an error ends the wait."""
+        try:
+            client = await self._client()
+        except Exception as error:  # e.g. an unknown conn_id: an event, not a crashed trigger
+            yield TriggerEvent(self._error(error))
+            return
+        yield TriggerEvent(await self._poll(client))
+
+    async def _client(self) -> MetiClient:
+        from airflow_provider_meti.hooks.meti import client_from_connection
+
+        connection = await aget_connection(self.meti_conn_id)
+        # Reading extras and building the client may talk to the supervisor synchronously.
+        return await asyncio.to_thread(client_from_connection, connection)
+
+    async def _poll(self, client: MetiClient) -> dict[str, Any]:
+        while True:
+            outcome = await self._check(client)
+            if outcome is not None:
+                return outcome
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return self._timeout()
+            delay = self.poll_interval if remaining is None else min(self.poll_interval, remaining)
+            await asyncio.sleep(delay)
+
+    async def _check(self, client: MetiClient) -> dict[str, Any] | None:
+        """The final event when this check ends the wait, None to keep polling."""
+        try:
+            done, source = await asyncio.to_thread(
+                check_source, client.get_source, self.source_id, self.wait_for
+            )
+        except MetiApiError as error:
+            if not is_retryable(error):
+                return self._error(error)
+            self.log.warning("Checking %s failed, will check again: %s", self.source_id, error)
+            return None
+        except MetiError as error:
+            return self._error(error)
+        except Exception as error:
+            self.log.exception("Checking %s failed", self.source_id)
+            return self._error(error)
+        if done:
+            return self._success(source)
+        self.log.info("Source %s: not %s yet", self.source_id, self._condition_text())
+        return None
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def _condition_text(self) -> str:
+        return _CONDITION_TEXT[self.wait_for]
+
+    def _success(self, source: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "status": "success",
+            "message": f"Source {self.source_id} is {self._condition_text()}.",
+            "source": source,
+        }
+
+    def _timeout(self) -> dict[str, Any]:
+        return {
+            "status": "timeout",
+            "message": (
+                f"Source {self.source_id} was still not {self._condition_text()} when the "
+                "sensor's timeout ran out."
+            ),
+        }
+
+    def _error(self, error: BaseException) -> dict[str, Any]:
+        return {
+            "status": "error",
+            "message": f"Waiting for source {self.source_id} failed: {error}",
+            "error": type(error).__name__,
+        }
