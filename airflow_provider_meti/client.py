@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_meti import geojson
@@ -398,11 +399,11 @@ class MetiClient:
         json: Any,
     ) -> requests.Response:
         url = join_url(self._base_url, endpoint)
-        headers = {"Authorization": f"Bearer {token}"}
+        auth = _BearerAuth(token)
         started = time.perf_counter()
         response: requests.Response = self._guard_network(
             lambda: self._session.request(
-                method, url, params=params, json=json, headers=headers, timeout=self._timeout
+                method, url, params=params, json=json, auth=auth, timeout=self._timeout
             ),
             method,
             endpoint,
@@ -478,9 +479,21 @@ def _new_session(settings: ClientSettings) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.verify = settings.verify
-    session.trust_env = False  # proxies and .netrc must not redirect credentials
     session.headers["User-Agent"] = "airflow-provider-meti"
     return session
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Sets the bearer header; passed as ``auth`` so that a .netrc entry cannot replace it."""
+
+    __slots__ = ("_header",)
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
 
 
 def _retryable_unprocessed(error: BaseException) -> bool:
