@@ -14,7 +14,10 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "token_url": {
         "label": "Token URL (v2)",
-        "description": "The OAuth2 tenant's token endpoint, e.g. https://<tenant>/oauth/token.",
+        "description": (
+            "Required for v2: the OAuth2 tenant's token endpoint, e.g. "
+            "https://<tenant>/oauth/token."
+        ),
         "schema": {"type": ["string", "null"]},
     },
     "audience": {

@@ -5,7 +5,8 @@ The client asks an ``ApiVersion`` for routes and limits instead of testing versi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,53 @@ Route = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """What a connection gives a token source.
+
+    :param base_url: the API's base URL
+    :param login: email (v1) or client id (v2)
+    :param secret: password (v1) or client secret (v2)
+    :param token_url: where to ask for tokens; None for the generation's default
+    :param audience: the OAuth2 audience (v2); None for the default
+    :param allow_insecure_http: accept plain http:// to a host that is not loopback
+    """
+
+    base_url: str
+    login: str
+    secret: str = field(repr=False)
+    token_url: str | None = None
+    audience: str | None = None
+    allow_insecure_http: bool = False
+
+
+def _email_password(credentials: Credentials) -> TokenSource:
+    """v1: ``POST {base}/token`` unless the connection names another token URL."""
+    url = credentials.token_url or join_url(credentials.base_url, "/token")
+    check_base_url(url, allow_insecure_http=credentials.allow_insecure_http, what="token URL")
+    return EmailPasswordAuth(token_url=url, email=credentials.login, password=credentials.secret)
+
+
+def _client_credentials(credentials: Credentials) -> TokenSource:
+    """v2: the OAuth2 tenant's token endpoint, which only the connection can name."""
+    if not credentials.token_url:
+        raise MetiConfigError(
+            "A METI v2 connection needs the extra 'token_url' (the OAuth2 tenant's "
+            "token endpoint, e.g. https://<tenant>/oauth/token)."
+        )
+    check_base_url(
+        credentials.token_url,
+        allow_insecure_http=credentials.allow_insecure_http,
+        what="token_url",
+    )
+    return ClientCredentialsAuth(
+        token_url=credentials.token_url,
+        client_id=credentials.login,
+        client_secret=credentials.secret,
+        audience=credentials.audience or DEFAULT_AUDIENCE,
+    )
+
+
+@dataclass(frozen=True)
 class ApiVersion:
     """Routes, limits and the token source of one METI API generation."""
 
@@ -32,6 +80,9 @@ class ApiVersion:
     """Most features one ``POST /sources`` may carry; None when the API sets no limit."""
     default_batch_size: int
     can_delete_by_alt_id: bool
+    credential_names: str
+    """How the connection's login and password are called in this generation."""
+    make_token_source: Callable[[Credentials], TokenSource]
 
     def source_route(self, source_id: str) -> Route:
         """Path and query for one source (GET and DELETE)."""
@@ -68,26 +119,28 @@ class ApiVersion:
         audience: str | None = None,
         allow_insecure_http: bool = False,
     ) -> TokenSource:
-        """The token source for this generation's credentials."""
+        """The token source for this generation's credentials.
+
+        :param base_url: the API's base URL
+        :param login: email (v1) or client id (v2)
+        :param secret: password (v1) or client secret (v2)
+        :param token_url: where to ask for tokens (required for v2)
+        :param audience: the OAuth2 audience (v2 only; default ``DEFAULT_AUDIENCE``)
+        :param allow_insecure_http: accept plain http:// to a host that is not loopback
+        """
         if not login or not secret:
-            who = "email and password" if self.number == 1 else "client id and client secret"
-            raise MetiConfigError(f"The METI connection needs a {who} (login and password).")
-        if self.number == 1:
-            url = token_url or join_url(base_url, "/token")
-            check_base_url(url, allow_insecure_http=allow_insecure_http, what="token URL")
-            return EmailPasswordAuth(token_url=url, email=login, password=secret)
-        if not token_url:
             raise MetiConfigError(
-                "A METI v2 connection needs the extra 'token_url' (the OAuth2 tenant's "
-                "token endpoint, e.g. https://<tenant>/oauth/token)."
+                f"The METI connection needs a {self.credential_names} (login and password)."
             )
-        check_base_url(token_url, allow_insecure_http=allow_insecure_http, what="token_url")
-        return ClientCredentialsAuth(
+        credentials = Credentials(
+            base_url=base_url,
+            login=login,
+            secret=secret,
             token_url=token_url,
-            client_id=login,
-            client_secret=secret,
-            audience=audience or DEFAULT_AUDIENCE,
+            audience=audience,
+            allow_insecure_http=allow_insecure_http,
         )
+        return self.make_token_source(credentials)
 
 
 API_V1 = ApiVersion(
@@ -97,6 +150,8 @@ API_V1 = ApiVersion(
     features_per_post=1,
     default_batch_size=1,
     can_delete_by_alt_id=False,
+    credential_names="email and password",
+    make_token_source=_email_password,
 )
 API_V2 = ApiVersion(
     number=2,
@@ -105,6 +160,8 @@ API_V2 = ApiVersion(
     features_per_post=None,
     default_batch_size=100,
     can_delete_by_alt_id=True,
+    credential_names="client id and client secret",
+    make_token_source=_client_credentials,
 )
 _VERSIONS = {1: API_V1, 2: API_V2}
 

@@ -8,6 +8,7 @@ the process share it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,9 +62,11 @@ class EmailPasswordAuth:
     password: str
 
     def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
-        body = {"email": self.email, "password": self.password}
-        payload = _post_token_request(session, self.token_url, body, timeout, self.secrets())
+        payload = _post_token_request(session, self.token_url, self._body, timeout, self.secrets)
         return _issued_token(payload, token_key="token", url=self.token_url)
+
+    def _body(self) -> dict[str, str]:
+        return {"email": self.email, "password": self.password}
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password,)
@@ -82,14 +85,16 @@ class ClientCredentialsAuth:
     audience: str = DEFAULT_AUDIENCE
 
     def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
-        body = {
+        payload = _post_token_request(session, self.token_url, self._body, timeout, self.secrets)
+        return _issued_token(payload, token_key="access_token", url=self.token_url)
+
+    def _body(self) -> dict[str, str]:
+        return {
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "audience": self.audience,
             "grant_type": "client_credentials",
         }
-        payload = _post_token_request(session, self.token_url, body, timeout, self.secrets())
-        return _issued_token(payload, token_key="access_token", url=self.token_url)
 
     def secrets(self) -> tuple[str, ...]:
         return (self.client_secret,)
@@ -104,22 +109,25 @@ class ClientCredentialsAuth:
 def _post_token_request(
     session: requests.Session,
     url: str,
-    body: Mapping[str, str],
+    body: Callable[[], Mapping[str, str]],
     timeout: float | tuple[float, float],
-    secrets: tuple[str, ...],
+    secrets: Callable[[], tuple[str, ...]],
 ) -> Any:
+    # The credentials are passed as callables, never held in a local of a frame that may
+    # raise: tracebacks rendered with their locals (Airflow 3.0's console, error trackers)
+    # would show them.
     # Redirects are refused: a token endpoint that redirects would carry credentials elsewhere.
-    response = session.post(url, json=body, timeout=timeout, allow_redirects=False)
+    response = session.post(url, json=body(), timeout=timeout, allow_redirects=False)
     path = urlsplit(url).path or "/"
     if response.status_code in (400, 401, 403):
-        detail = redact(error_message(response), secrets)
+        detail = redact(error_message(response), secrets())
         raise MetiAuthError(
             f"METI authentication failed at {path} (HTTP {response.status_code}): {detail}. "
             "Check the connection's login and password."
         )
     if response.status_code >= 300:
         raise MetiApiError(
-            redact(error_message(response), secrets),
+            redact(error_message(response), secrets()),
             status_code=response.status_code,
             method="POST",
             path=path,
@@ -149,12 +157,15 @@ def _issued_token(payload: Any, *, token_key: str, url: str) -> IssuedToken:
             f"METI token endpoint {path} returned an invalid 'expires_in' "
             f"({type(expires_in).__name__}); expected a positive number of seconds."
         )
-    if not expires_in > 0:
+    huge = isinstance(expires_in, int) and abs(expires_in) >= 1e300  # float() would overflow
+    seconds = math.inf if huge else float(expires_in)
+    if not 0 < seconds < math.inf:  # also refuses NaN and Infinity
+        shown = "a number too large for a float" if huge else repr(expires_in)
         raise MetiAuthError(
-            f"METI token endpoint {path} returned 'expires_in' = {expires_in}; "
-            "expected a positive number of seconds."
+            f"METI token endpoint {path} returned 'expires_in' = {shown}; "
+            "expected a positive, finite number of seconds."
         )
-    return IssuedToken(value=value, expires_in=float(expires_in))
+    return IssuedToken(value=value, expires_in=seconds)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,12 @@ class MetiApiError(MetiError):
 
     def _describe(self) -> str:
         where = f"{self.method} {self.path}" if self.method and self.path else "METI API"
-        status = f"HTTP {self.status_code}" if self.status_code is not None else "no response"
-        return f"{where} failed ({status}): {self.message}"
+        if self.status_code is not None:
+            return f"{where} failed (HTTP {self.status_code}): {self.message}"
+        if isinstance(self, MetiConnectionError):
+            return f"{where} failed (no response): {self.message}"
+        # A reply that arrived but could not be used (e.g. a body of the wrong shape).
+        return f"{where} failed: {self.message}"
 
     def __reduce__(
         self,

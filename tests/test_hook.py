@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_meti import get_provider_info
 from airflow_provider_meti.exceptions import MetiConfigError
 from airflow_provider_meti.hooks.meti import MetiHook
+from tests.api_versions import SECRETS, add_credentials, token_request
 from tests.features import collection, square_feature
 
 SPECIAL_PASSWORD = "p@ss:w/rd %&?#x"
@@ -42,11 +43,9 @@ def test_hook_form_metadata_matches_provider_info():
     assert behaviour["placeholders"]["host"] == "https://api.meti.millpont.com"
 
 
-def test_json_connection_with_special_characters(emulator, monkeypatch):
-    emulator.add_user(SPECIAL_EMAIL, SPECIAL_PASSWORD)
-    set_json_connection(
-        monkeypatch, host=emulator.url, login=SPECIAL_EMAIL, password=SPECIAL_PASSWORD
-    )
+def test_json_connection_with_special_characters(meti_connection, meti_api_version, emulator):
+    add_credentials(emulator, meti_api_version, SPECIAL_EMAIL, SPECIAL_PASSWORD)
+    meti_connection(login=SPECIAL_EMAIL, password=SPECIAL_PASSWORD)
     hook = MetiHook()
     created = hook.create_sources(collection(square_feature("A")))
     assert hook.get_source(created[0]["id"])["alt_id"] == "A"
@@ -89,13 +88,9 @@ def test_empty_host_means_the_real_service():
     assert parts["settings"].base_url == API_V1.default_base_url == "https://api.meti.millpont.com"
 
 
-def test_extras_are_read_and_validated(emulator, monkeypatch):
-    set_json_connection(
-        monkeypatch,
-        host=emulator.url,
-        login="demo@meti.local",
-        password="demo-password",
-        extra={"timeout": "7.5", "max_retries": 2, "extra__meti__token_refresh_margin": 5},
+def test_extras_are_read_and_validated(meti_connection):
+    meti_connection(
+        extra={"timeout": "7.5", "max_retries": 2, "extra__meti__token_refresh_margin": 5}
     )
     client = MetiHook().get_conn()
     assert client.settings.timeout == 7.5
@@ -121,10 +116,7 @@ def test_bad_extras_name_the_field(monkeypatch, extra, named):
         MetiHook().get_conn()
 
 
-def test_hooks_of_one_connection_share_a_client_and_its_token(emulator, monkeypatch):
-    set_json_connection(
-        monkeypatch, host=emulator.url, login="demo@meti.local", password="demo-password"
-    )
+def test_hooks_of_one_connection_share_a_client_and_its_token(meti_connection, emulator):
     first, second = MetiHook(), MetiHook()
     assert first.get_conn() is second.get_conn()
     first.get_token()
@@ -132,42 +124,32 @@ def test_hooks_of_one_connection_share_a_client_and_its_token(emulator, monkeypa
     assert emulator.stats()["token_requests"] == 1
 
 
-def test_test_connection_success_asks_only_for_a_token(emulator, monkeypatch):
-    set_json_connection(
-        monkeypatch, host=emulator.url, login="demo@meti.local", password="demo-password"
-    )
+def test_test_connection_success_asks_only_for_a_token(meti_connection, meti_api_version, emulator):
     ok, message = MetiHook().test_connection()
     assert ok, message
     stats = emulator.stats()
     assert stats["token_requests"] == 1
-    assert not any(key != "POST /token" for key in stats["requests"])
+    assert list(stats["requests"]) == [token_request(meti_api_version)]
 
 
-def test_test_connection_failure_hides_the_password(emulator, monkeypatch):
-    set_json_connection(
-        monkeypatch, host=emulator.url, login="demo@meti.local", password="s3cret-Wrong!"
-    )
+def test_test_connection_failure_hides_the_password(meti_connection):
+    meti_connection(password="s3cret-Wrong!")
     ok, message = MetiHook().test_connection()
     assert not ok
     assert "authentication failed" in message
     assert "s3cret-Wrong!" not in message
 
 
-def test_new_tokens_are_registered_with_the_secret_masker(emulator, monkeypatch):
-    from airflow.sdk._shared.secrets_masker import redact
+def test_new_tokens_are_registered_with_the_secret_masker(meti_connection):
+    from tests.airflow_compat import redact
 
-    set_json_connection(
-        monkeypatch, host=emulator.url, login="demo@meti.local", password="demo-password"
-    )
     token = MetiHook().get_token()
     assert token not in str(redact(f"Authorization: Bearer {token}"))
 
 
-def test_hook_repr_and_errors_hold_no_secrets(emulator, monkeypatch):
-    set_json_connection(
-        monkeypatch, host=emulator.url, login="demo@meti.local", password="demo-password"
-    )
+def test_hook_repr_and_errors_hold_no_secrets(meti_connection):
     hook = MetiHook()
     token = hook.get_token()
     for text in (repr(hook), repr(hook.get_conn())):
-        assert "demo-password" not in text and token not in text
+        assert token not in text
+        assert not any(secret in text for secret in SECRETS)

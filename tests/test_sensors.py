@@ -9,13 +9,14 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from airflow.sdk.exceptions import AirflowRescheduleException
 
 from airflow_provider_meti._compat import (
+    AirflowRescheduleException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
+from airflow_provider_meti.api import api_version
 from airflow_provider_meti.exceptions import (
     MetiApiError,
     MetiAuthError,
@@ -28,7 +29,9 @@ from airflow_provider_meti.sensors.meti import (
     MetiSourceSensor,
 )
 from airflow_provider_meti.triggers.meti import MetiSourceTrigger
-from tests.airflow_context import METI_PASSWORD, make_context
+from tests.airflow_compat import reschedule_with_stand_in_ti
+from tests.airflow_context import make_context
+from tests.api_versions import SECRETS
 from tests.features import collection, square_feature
 
 MISSING_ID = "src_0000000000000"
@@ -50,6 +53,13 @@ def import_classpath(classpath: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def missing_source_request(meti_api_version: int) -> dict:
+    """``endpoint`` and ``request_params`` for a source that does not exist, as the API
+    version addresses one source."""
+    endpoint, params = api_version(meti_api_version).source_route(MISSING_ID)
+    return {"endpoint": endpoint, "request_params": params or None}
+
+
 def source_sensor(**kwargs) -> MetiSourceSensor:
     kwargs.setdefault("deferrable", False)
     return MetiSourceSensor(task_id="wait", **{**FAST, **kwargs})
@@ -58,8 +68,8 @@ def source_sensor(**kwargs) -> MetiSourceSensor:
 # MetiSensor
 
 
-def test_generic_sensor_treats_404_as_not_yet(meti_connection, task_context):
-    sensor = MetiSensor(task_id="s", endpoint="/sources/", request_params={"id": MISSING_ID})
+def test_generic_sensor_treats_404_as_not_yet(meti_connection, meti_api_version, task_context):
+    sensor = MetiSensor(task_id="s", **missing_source_request(meti_api_version))
     assert sensor.poke(task_context) is False
 
 
@@ -73,8 +83,10 @@ def test_generic_sensor_applies_the_response_check(meti_connection, emulator, ta
     assert sensor.poke(task_context) is True
 
 
-def test_generic_sensor_times_out_and_soft_fail_skips(meti_connection, task_context):
-    kwargs = {"endpoint": "/sources/", "request_params": {"id": MISSING_ID}}
+def test_generic_sensor_times_out_and_soft_fail_skips(
+    meti_connection, meti_api_version, task_context
+):
+    kwargs = missing_source_request(meti_api_version)
     sensor = MetiSensor(task_id="s", poke_interval=0.05, timeout=0.2, **kwargs)
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute(task_context)
@@ -166,6 +178,7 @@ def test_unknown_condition_is_refused():
 # MetiSourceSensor: reschedule mode
 
 
+@reschedule_with_stand_in_ti
 def test_reschedule_mode_frees_the_slot_while_waiting(meti_connection, emulator):
     sensor = source_sensor(source_id=MISSING_ID, mode="reschedule", poke_interval=60)
     before = datetime.now(timezone.utc)
@@ -174,12 +187,14 @@ def test_reschedule_mode_frees_the_slot_while_waiting(meti_connection, emulator)
     assert raised.value.reschedule_date >= before + timedelta(seconds=59)
 
 
+@reschedule_with_stand_in_ti
 def test_reschedule_mode_returns_the_source_when_it_exists(meti_connection, emulator):
     (source_id,) = create(emulator, square_feature("A"))
     sensor = source_sensor(source_id=source_id, mode="reschedule")
     assert sensor.execute(make_context())["id"] == source_id
 
 
+@reschedule_with_stand_in_ti
 def test_reschedule_mode_counts_the_timeout_from_the_first_poke(meti_connection):
     an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
     context = make_context(first_reschedule_date=an_hour_ago)
@@ -214,7 +229,8 @@ def test_deferrable_sensor_defers_with_a_plain_serializable_trigger(
 
     text = json.dumps(kwargs)
     token = sensor.hook.get_token()
-    assert METI_PASSWORD not in text and token not in text
+    assert token not in text
+    assert not any(secret in text for secret in SECRETS)
 
 
 def test_deferrable_sensor_does_not_defer_when_already_satisfied(

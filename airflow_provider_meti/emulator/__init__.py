@@ -1,4 +1,4 @@
-"""A local METI API server (v1) for development, demos and tests; standard library only.
+"""A local METI API server (v1 and v2) for development, demos and tests; standard library only.
 
 ``MetiEmulator`` runs it on a background thread; ``python -m airflow_provider_meti.emulator``
 (or the ``meti-emulator`` script) runs it in the foreground.

@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from airflow_provider_meti.emulator.credentials import DEFAULT_ACCOUNT
 from airflow_provider_meti.emulator.faults import DEFAULT_KINDS, DEFAULT_PATHS, FaultPlan
 from airflow_provider_meti.emulator.ledger import Ledger
+from airflow_provider_meti.emulator.routes import OAUTH_TOKEN_PATH
 from airflow_provider_meti.emulator.server import MetiHTTPServer
-from airflow_provider_meti.emulator.state import EmulatorState
+from airflow_provider_meti.emulator.state import DEFAULT_AUDIENCE, EmulatorState
 
 STOP_TIMEOUT_S = 5.0
 
@@ -22,15 +24,20 @@ def _normalised_base_path(path: str) -> str:
 
 
 class MetiEmulator:
-    """A METI API v1 server on a background thread, for development, demos and tests.
+    """A METI API server (v1 and v2) on a background thread, for development, demos and tests.
 
     Use it as a context manager (``with MetiEmulator() as meti: ... meti.url``) or call
-    :meth:`start` and :meth:`stop`.
+    :meth:`start` and :meth:`stop`. v1 callers get tokens at ``POST /token``; v2 callers at
+    ``POST /oauth/token`` (:attr:`token_url`), which plays the Auth0 tenant. Every credential
+    belongs to an account (``acct_demo`` unless given another) and sees only its sources.
 
     :param host: interface to bind; keep the loopback default unless you mean otherwise
     :param port: port to bind; 0 picks a free one (read it back from :attr:`url`)
     :param users: email -> password accepted by ``POST /token``
         (default ``{"demo@meti.local": "demo-password"}``)
+    :param clients: OAuth2 client id -> client secret accepted by ``POST /oauth/token``
+        (default ``{"demo-client": "demo-client-secret"}``)
+    :param audience: the ``audience`` the token endpoint accepts (the real service's default)
     :param token_ttl: token lifetime in seconds (``expires_in``)
     :param seed: seeds source ids, so a run is reproducible
     :param list_envelope: None to list sources as a bare array, or ``"data"``, ``"sources"``,
@@ -44,6 +51,8 @@ class MetiEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         users: Mapping[str, str] | None = None,
+        clients: Mapping[str, str] | None = None,
+        audience: str = DEFAULT_AUDIENCE,
         token_ttl: float = 3600,
         seed: int = 0,
         list_envelope: str | None = None,
@@ -53,7 +62,12 @@ class MetiEmulator:
         self.base_path = _normalised_base_path(base_path)
         self._requested_port = port
         self.state = EmulatorState(
-            users=users, token_ttl=token_ttl, seed=seed, list_envelope=list_envelope
+            users=users,
+            clients=clients,
+            audience=audience,
+            token_ttl=token_ttl,
+            seed=seed,
+            list_envelope=list_envelope,
         )
         self._server: MetiHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -123,6 +137,11 @@ class MetiEmulator:
         """Where the API lives: :attr:`url` plus the base path."""
         return self.url + self.base_path
 
+    @property
+    def token_url(self) -> str:
+        """The OAuth2 token endpoint of v2 clients: :attr:`url` plus ``/oauth/token``."""
+        return self.url + OAUTH_TOKEN_PATH
+
     # --- steering --------------------------------------------------------------------------
 
     @property
@@ -170,7 +189,7 @@ class MetiEmulator:
         :param latency: seconds a ``latency`` fault waits before answering normally
         :param methods: only these HTTP methods, e.g. ``["POST"]`` (default: all)
         :param paths: only paths starting with these prefixes (default ``["/sources"]``;
-            add ``"/token"`` to fault token requests too)
+            add ``"/token"`` or ``"/oauth/token"`` to fault token requests too)
         :param count: stop after this many faults (default: no limit)
         :return: the plan now in force
         """
@@ -195,9 +214,21 @@ class MetiEmulator:
         """Expire every issued token; return how many were still valid."""
         return self.state.tokens.expire_all()
 
-    def add_user(self, email: str, password: str) -> None:
-        """Accept another email/password at ``POST /token``."""
-        self.state.users.add(email, password)
+    def add_user(self, email: str, password: str, *, account_id: str = DEFAULT_ACCOUNT) -> None:
+        """Accept another email/password at ``POST /token``.
+
+        :param account_id: the account whose sources the user sees and creates
+        """
+        self.state.users.add(email, password, account_id)
+
+    def add_client(
+        self, client_id: str, client_secret: str, *, account_id: str = DEFAULT_ACCOUNT
+    ) -> None:
+        """Accept another OAuth2 client at ``POST /oauth/token``.
+
+        :param account_id: the account its tokens carry, whose sources it sees and creates
+        """
+        self.state.clients.add(client_id, client_secret, account_id)
 
     def stats(self) -> dict[str, Any]:
         """A snapshot: ``token_requests``, ``tokens_issued``, ``requests`` per
@@ -206,5 +237,5 @@ class MetiEmulator:
         return self.state.stats()
 
     def reset(self) -> None:
-        """Drop every source, token and counter (users and settings stay)."""
+        """Drop every source, token and counter (credentials and settings stay)."""
         self.state.reset()

@@ -12,16 +12,20 @@ from collections.abc import Sequence
 
 from airflow_provider_meti.emulator.app import MetiEmulator
 from airflow_provider_meti.emulator.faults import FAULT_KINDS
-from airflow_provider_meti.emulator.state import LIST_ENVELOPES
+from airflow_provider_meti.emulator.state import DEFAULT_AUDIENCE, LIST_ENVELOPES
 
 PASSWORD_ENV = "METI_EMULATOR_PASSWORD"
+CLIENT_SECRET_ENV = "METI_EMULATOR_CLIENT_SECRET"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(
         prog="meti-emulator",
-        description="Serve a local emulation of the METI API (v1) until SIGINT or SIGTERM.",
+        description=(
+            "Serve a local emulation of the METI API (v1 and v2, with an OAuth2 token "
+            "endpoint at /oauth/token) until SIGINT or SIGTERM."
+        ),
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default %(default)s)"
@@ -36,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--password",
         default=os.environ.get(PASSWORD_ENV, "demo-password"),
         help=f"accepted password (default: ${PASSWORD_ENV} or demo-password)",
+    )
+    parser.add_argument(
+        "--client-id", default="demo-client", help="accepted v2 client id (default %(default)s)"
+    )
+    parser.add_argument(
+        "--client-secret",
+        default=os.environ.get(CLIENT_SECRET_ENV, "demo-client-secret"),
+        help=f"accepted v2 client secret (default: ${CLIENT_SECRET_ENV} or demo-client-secret)",
+    )
+    parser.add_argument(
+        "--audience",
+        default=DEFAULT_AUDIENCE,
+        help="audience the token endpoint accepts (default %(default)s)",
     )
     parser.add_argument("--token-ttl", type=float, default=3600, help="token lifetime in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of source ids and faults")
@@ -80,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         users={args.email: args.password},
+        clients={args.client_id: args.client_secret},
+        audience=args.audience,
         token_ttl=args.token_ttl,
         seed=args.seed,
         list_envelope=args.list_envelope,
@@ -107,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meti-emulator: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     print(f"METI emulator serving on {emulator.base_url}", flush=True)
+    print(f"OAuth2 token endpoint (API v2): {emulator.token_url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

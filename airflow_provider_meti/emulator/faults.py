@@ -17,7 +17,7 @@ FAULT_KINDS = ("500", "503", "429", "drop", "stored_then_drop", "latency")
 """``drop`` closes the connection before processing; ``stored_then_drop`` after it."""
 DEFAULT_KINDS = ("503", "429", "drop")
 DEFAULT_PATHS = ("/sources",)
-"""Faults hit the sources API unless told otherwise; ``/token`` is opt-in."""
+"""Faults hit the sources API unless told otherwise; ``/token`` and ``/oauth/token`` are opt-in."""
 ADMIN_PREFIX = "/_emulator/"
 
 

@@ -4,6 +4,10 @@ It follows METI's open-source ledger (millpont/open-meti): a collection is store
 nothing; a new source conflicts with a stored one when their ``[start_at, end_at)`` windows
 overlap and the new polygon shrunk inward by 9 m still meets the stored one; both then list
 each other in ``conflict_with``; deleting a source releases its neighbours.
+
+Every source belongs to one account. Reads and deletes can be limited to an account (the API
+always limits them to the caller's); conflicts are found across accounts, since overlapping
+claims by different parties are what METI exists to flag.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import string
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
+from airflow_provider_meti.emulator.credentials import DEFAULT_ACCOUNT
 from airflow_provider_meti.emulator.geometry import (
     BBox,
     LocalFrame,
@@ -77,6 +82,7 @@ def format_timestamp(moment: datetime) -> str:
 class SourceFilter:
     """Which sources a listing returns; ``None`` means "any"."""
 
+    account_id: str | None = None
     methodology: str | None = None
     steward_id: str | None = None
     project_id: str | None = None
@@ -89,6 +95,8 @@ class SourceFilter:
     def matches(self, entry: _Entry) -> bool:
         """Whether ``entry`` passes every filter that is set."""
         source = entry.source
+        if self.account_id is not None and entry.account_id != self.account_id:
+            return False
         for name in FILTER_FIELDS:
             wanted = getattr(self, name)
             if wanted is not None and (source.get(name) is None or str(source[name]) != wanted):
@@ -118,6 +126,7 @@ class _Entry:
     end: datetime
     created: datetime
     updated: datetime
+    account_id: str
     encoded: bytes | None = field(default=None, repr=False)
 
     @property
@@ -163,33 +172,45 @@ class Ledger:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def create(self, feature_collection: Mapping[str, Any]) -> list[dict[str, str]]:
+    def create(
+        self, feature_collection: Mapping[str, Any], *, account_id: str = DEFAULT_ACCOUNT
+    ) -> list[dict[str, str]]:
         """Validate and store every feature, or none; return ``{"id", "alt_id"}`` per feature.
 
         :param feature_collection: a GeoJSON FeatureCollection
+        :param account_id: the account the new sources belong to
         :raises MetiValidationError: the collection breaks a rule; nothing was stored
         """
         features = validate_feature_collection(feature_collection)
         with self._lock:
             self._version += 1
             now = self._clock()
-            return [self._insert(self._new_entry(feature, now), now) for feature in features]
+            return [
+                self._insert(self._new_entry(feature, now, account_id), now) for feature in features
+            ]
 
-    def delete(self, source_id: str) -> bool:
-        """Delete one source and release its neighbours; False when it does not exist."""
+    def delete(self, source_id: str, *, account_id: str | None = None) -> bool:
+        """Delete one source and release its neighbours; False when it does not exist.
+
+        :param account_id: only a source of this account (None: any account)
+        """
         with self._lock:
-            entry = self._entries.pop(source_id, None)
-            if entry is None:
+            entry = self._entries.get(source_id)
+            if entry is None or not _in_account(entry, account_id):
                 return False
+            del self._entries[source_id]
             self._version += 1
             self._forget(entry)
             return True
 
-    def delete_by_alt_id(self, alt_id: str) -> int:
-        """Delete every source with ``alt_id``; return how many there were."""
+    def delete_by_alt_id(self, alt_id: str, *, account_id: str | None = None) -> int:
+        """Delete every source with ``alt_id``; return how many there were.
+
+        :param account_id: only sources of this account (None: any account)
+        """
         with self._lock:
             ids = list(self._by_alt_id.get(alt_id, ()))
-            return sum(self.delete(source_id) for source_id in ids)
+            return sum(self.delete(source_id, account_id=account_id) for source_id in ids)
 
     def seed(
         self,
@@ -197,6 +218,7 @@ class Ledger:
         *,
         start_at: str = "2024-01-01T00:00:00Z",
         end_at: str = "2025-01-01T00:00:00Z",
+        account_id: str = DEFAULT_ACCOUNT,
         **properties: Any,
     ) -> int:
         """Bulk-insert ``count`` generated, non-overlapping sources (for benchmarks).
@@ -206,6 +228,7 @@ class Ledger:
         as ``methodology`` or ``project_id``.
 
         :param count: how many sources to add
+        :param account_id: the account the new sources belong to
         :return: the number of sources stored afterwards
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -223,7 +246,9 @@ class Ledger:
             now = self._clock()
             with _garbage_collection_paused():
                 for _ in range(count):
-                    entry = self._lattice_entry(start_at, end_at, start, end, properties, now)
+                    entry = self._lattice_entry(
+                        start_at, end_at, start, end, properties, now, account_id
+                    )
                     self._store(entry)
             return len(self._entries)
 
@@ -240,21 +265,38 @@ class Ledger:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def get(self, source_id: str) -> dict[str, Any] | None:
-        """A copy of one source, or None."""
+    def get(self, source_id: str, *, account_id: str | None = None) -> dict[str, Any] | None:
+        """A copy of one source, or None.
+
+        :param account_id: only a source of this account (None: any account)
+        """
         with self._lock:
             entry = self._entries.get(source_id)
-            return None if entry is None else json.loads(entry.json_bytes())
+            if entry is None or not _in_account(entry, account_id):
+                return None
+            return json.loads(entry.json_bytes())
 
-    def all(self) -> list[dict[str, Any]]:
-        """Copies of every source, in creation order."""
+    def all(self, *, account_id: str | None = None) -> list[dict[str, Any]]:
+        """Copies of every source (of one account, when given), in creation order."""
         with self._lock:
-            return [json.loads(entry.json_bytes()) for entry in self._entries.values()]
+            return [
+                json.loads(entry.json_bytes())
+                for entry in self._entries.values()
+                if _in_account(entry, account_id)
+            ]
 
-    def count(self) -> int:
-        """How many sources are stored."""
+    def count(self, *, account_id: str | None = None) -> int:
+        """How many sources are stored (in one account, when given)."""
         with self._lock:
-            return len(self._entries)
+            if account_id is None:
+                return len(self._entries)
+            return sum(1 for entry in self._entries.values() if entry.account_id == account_id)
+
+    def account_of(self, source_id: str) -> str | None:
+        """The account a source belongs to, or None when it does not exist."""
+        with self._lock:
+            entry = self._entries.get(source_id)
+            return None if entry is None else entry.account_id
 
     def page(self, filters: SourceFilter, limit: int, offset: int) -> tuple[list[bytes], int]:
         """One page of matching sources as JSON bytes, in creation order, and the match count.
@@ -281,12 +323,18 @@ class Ledger:
             matching = [self._entries[source_id] for source_id in ids]
         else:
             matching = list(self._entries.values())
-        if not filters.is_empty():
-            matching = [entry for entry in matching if filters.matches(entry)]
+        if filters.account_id is not None:
+            # Checked apart from the other filters: every API listing sets it, and this
+            # comprehension is several times faster than SourceFilter.matches.
+            account_id = filters.account_id
+            matching = [entry for entry in matching if entry.account_id == account_id]
+        remaining = replace(filters, account_id=None)
+        if not remaining.is_empty():
+            matching = [entry for entry in matching if remaining.matches(entry)]
         self._listing_cache = (filters, self._version, matching)
         return matching
 
-    def _new_entry(self, feature: Mapping[str, Any], now: datetime) -> _Entry:
+    def _new_entry(self, feature: Mapping[str, Any], now: datetime, account_id: str) -> _Entry:
         properties = feature["properties"]
         geometry = feature["geometry"]
         rings = rings_of(geometry)
@@ -306,6 +354,7 @@ class Ledger:
             parse_timestamp(properties["start_at"]),
             parse_timestamp(properties["end_at"]),
             now,
+            account_id,
         )
 
     def _source_dict(
@@ -345,9 +394,12 @@ class Ledger:
         start: datetime,
         end: datetime,
         now: datetime,
+        account_id: str,
     ) -> _Entry:
         self._sequence += 1
-        return _Entry(self._sequence, source, rings, bounding_box(rings), start, end, now, now)
+        return _Entry(
+            self._sequence, source, rings, bounding_box(rings), start, end, now, now, account_id
+        )
 
     def _new_id(self) -> str:
         while True:
@@ -371,9 +423,10 @@ class Ledger:
     def _conflicting(self, entry: _Entry) -> list[_Entry]:
         frame = LocalFrame.around(entry.bbox)
         shrinking = frame.project(entry.rings)
+        candidates = self._index.candidates(entry.bbox)  # keyed by source id
         found = [
             other
-            for other in map(self._entries.__getitem__, self._index.candidates(entry.bbox))
+            for other in map(self._entries.__getitem__, cast("set[str]", candidates))
             if other.overlaps_in_time(entry)
             and shrunk_intersects(shrinking, frame.project(other.rings), CONFLICT_INSET_M)
         ]
@@ -417,6 +470,7 @@ class Ledger:
         end: datetime,
         properties: Mapping[str, Any],
         now: datetime,
+        account_id: str,
     ) -> _Entry:
         position = self._seed_cursor
         self._seed_cursor += 1
@@ -437,4 +491,8 @@ class Ledger:
             properties=properties,
             now=now,
         )
-        return self._entry(source, [ring], start, end, now)
+        return self._entry(source, [ring], start, end, now, account_id)
+
+
+def _in_account(entry: _Entry, account_id: str | None) -> bool:
+    return account_id is None or entry.account_id == account_id

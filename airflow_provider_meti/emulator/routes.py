@@ -1,4 +1,5 @@
-"""The emulator's endpoints: METI API v1 routes plus the ``/_emulator/`` admin routes.
+"""The emulator's endpoints: METI API v1 and v2 routes, an OAuth2 token endpoint standing in
+for the v2 Auth0 tenant, and the ``/_emulator/`` admin routes.
 
 Each endpoint turns a :class:`Request` into a :class:`Response`; the transport (sockets,
 keep-alive, injected faults) lives in ``server.py``.
@@ -7,10 +8,13 @@ keep-alive, injected faults) lives in ``server.py``.
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from airflow_provider_meti.emulator.faults import ADMIN_PREFIX, FaultPlan
 from airflow_provider_meti.emulator.ledger import SourceFilter
@@ -25,6 +29,9 @@ INVALID_FEATURES = (
 )
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+OAUTH_TOKEN_PATH = "/oauth/token"
+OAUTH_SCOPE = "read:sources write:sources delete:sources"
+ACCOUNT_CLAIM = "account_id"
 _NOT_JSON = object()
 
 
@@ -57,6 +64,16 @@ class Request:
         except ValueError:  # also covers bad UTF-8
             return _NOT_JSON
 
+    def form_or_json(self) -> Any:
+        """A form-encoded body as a dict (OAuth2 allows it), else :meth:`json`."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return self.json()
+        try:
+            return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
+        except UnicodeDecodeError:
+            return _NOT_JSON
+
 
 @dataclass(frozen=True)
 class Response:
@@ -79,6 +96,11 @@ def error_response(
     return json_response(status, {"status": status, "message": message}, headers)
 
 
+def oauth_error_response(status: int, error: str, description: str) -> Response:
+    """Auth0's error shape: ``{"error": code, "error_description": text}``."""
+    return json_response(status, {"error": error, "error_description": description})
+
+
 def handle(state: EmulatorState, request: Request) -> Response:
     """Route one request to its endpoint."""
     path = request.path
@@ -86,6 +108,8 @@ def handle(state: EmulatorState, request: Request) -> Response:
         return _dispatch(_ADMIN_ROUTES.get(path[len(ADMIN_PREFIX) :]), state, request)
     if path == "/token":
         return _dispatch({"POST": _issue_token}, state, request)
+    if path == OAUTH_TOKEN_PATH:
+        return _dispatch({"POST": _issue_oauth_token}, state, request)
     if path in ("/sources", "/sources/"):
         return _dispatch(_SOURCES_ROUTES, state, request)
     if path.startswith("/sources/") and "/" not in path[len("/sources/") :]:
@@ -94,6 +118,8 @@ def handle(state: EmulatorState, request: Request) -> Response:
 
 
 Endpoint = Callable[[EmulatorState, Request], Response]
+AccountEndpoint = Callable[[EmulatorState, Request, str], Response]
+"""An endpoint that also receives the caller's account id."""
 
 
 def _dispatch(
@@ -108,12 +134,15 @@ def _dispatch(
     return endpoint(state, request)
 
 
-def _authenticated(endpoint: Endpoint) -> Endpoint:
+def _authenticated(endpoint: AccountEndpoint) -> Endpoint:
+    """Refuse requests without a valid token; hand the token's account to ``endpoint``."""
+
     def guarded(state: EmulatorState, request: Request) -> Response:
         token = request.bearer_token()
-        if token is None or not state.tokens.is_valid(token):
+        account_id = None if token is None else state.tokens.account_of(token)
+        if account_id is None:
             return error_response(401, TOKEN_EXPIRED)
-        return endpoint(state, request)
+        return endpoint(state, request, account_id)
 
     guarded.__name__ = endpoint.__name__
     return guarded
@@ -130,34 +159,94 @@ def _issue_token(state: EmulatorState, request: Request) -> Response:
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         return error_response(400, "Request body must include email and password.")
-    if not state.users.check(email, password):
+    account_id = state.users.account_of(email, password)
+    if account_id is None:
         return error_response(401, "Invalid email or password.")
-    token = state.tokens.issue()
+    token = state.tokens.issue(account_id)
     state.counters.token_issued()
+    return json_response(200, {"token": token, "expires_in": _expires_in(state)})
+
+
+def _expires_in(state: EmulatorState) -> float:
     ttl = state.tokens.ttl
-    expires_in = int(ttl) if float(ttl).is_integer() else ttl
-    return json_response(200, {"token": token, "expires_in": expires_in})
+    return int(ttl) if float(ttl).is_integer() else ttl
+
+
+# --- /oauth/token (the v2 Auth0 tenant) ------------------------------------------------------
+
+_OAUTH_FIELDS = ("grant_type", "client_id", "client_secret", "audience")
+
+
+def _issue_oauth_token(state: EmulatorState, request: Request) -> Response:
+    state.counters.token_requested()
+    body = request.form_or_json()
+    if not isinstance(body, dict):
+        return oauth_error_response(
+            400, "invalid_request", "Request body must be a JSON object or form-encoded."
+        )
+    for name in _OAUTH_FIELDS:
+        if not isinstance(body.get(name), str) or not body[name]:
+            return oauth_error_response(
+                400, "invalid_request", f"Missing required parameter: {name}"
+            )
+    if body["grant_type"] != "client_credentials":
+        return oauth_error_response(
+            400, "unsupported_grant_type", f"Unsupported grant type: {body['grant_type']}"
+        )
+    account_id = state.clients.account_of(body["client_id"], body["client_secret"])
+    if account_id is None:
+        return oauth_error_response(401, "access_denied", "Unauthorized")
+    if body["audience"] != state.audience:
+        return oauth_error_response(403, "access_denied", f"Service not found: {body['audience']}")
+    return _access_token(state, body["client_id"], body["audience"], account_id)
+
+
+def _access_token(state: EmulatorState, client_id: str, audience: str, account_id: str) -> Response:
+    issued_at = int(time.time())
+    claims = {
+        "iss": "meti-emulator",
+        "sub": f"{client_id}@clients",
+        "aud": audience,
+        "iat": issued_at,
+        "exp": issued_at + max(1, int(state.tokens.ttl)),
+        "scope": OAUTH_SCOPE,
+        "gty": "client-credentials",
+        # Without it, two tokens asked for within one second would be the same string.
+        "jti": secrets.token_urlsafe(16),
+        ACCOUNT_CLAIM: account_id,
+    }
+    token = state.tokens.issue(account_id, claims)
+    state.counters.token_issued()
+    return json_response(
+        200,
+        {
+            "access_token": token,
+            "expires_in": _expires_in(state),
+            "token_type": "Bearer",
+            "scope": OAUTH_SCOPE,
+        },
+    )
 
 
 # --- /sources ------------------------------------------------------------------------------
 
 
 @_authenticated
-def _get_sources(state: EmulatorState, request: Request) -> Response:
+def _get_sources(state: EmulatorState, request: Request, account_id: str) -> Response:
     if "id" in request.query:
-        return _get_one(state, request.param("id") or "")
-    return _list_sources(state, request)
+        return _get_one(state, request.param("id") or "", account_id)
+    return _list_sources(state, request, account_id)
 
 
 @_authenticated
-def _create_sources(state: EmulatorState, request: Request) -> Response:
+def _create_sources(state: EmulatorState, request: Request, account_id: str) -> Response:
     body = request.json()
     if body is _NOT_JSON:
         return error_response(
             400, "Request body is not valid JSON; expected a GeoJSON FeatureCollection."
         )
     try:
-        created = state.ledger.create(body)
+        created = state.ledger.create(body, account_id=account_id)
     except MetiValidationError as error:
         return _rejection(error)
     state.counters.sources_created(len(created))
@@ -169,41 +258,46 @@ def _create_sources(state: EmulatorState, request: Request) -> Response:
 
 
 @_authenticated
-def _delete_sources(state: EmulatorState, request: Request) -> Response:
+def _delete_sources(state: EmulatorState, request: Request, account_id: str) -> Response:
     if "id" in request.query:
-        return _delete_one(state, request.param("id") or "")
+        return _delete_one(state, request.param("id") or "", account_id)
     alt_id = request.param("alt_id")
     if not alt_id:
         return error_response(400, "Pass the query parameter id (or alt_id) of what to delete.")
-    count = state.ledger.delete_by_alt_id(alt_id)
+    count = state.ledger.delete_by_alt_id(alt_id, account_id=account_id)
     if count == 0:
         return error_response(404, SOURCE_NOT_FOUND)
     return json_response(200, {"message": "Sources deleted successfully.", "count": count})
 
 
 @_authenticated
-def _get_source_by_path(state: EmulatorState, request: Request) -> Response:
-    return _get_one(state, request.path[len("/sources/") :])
+def _get_source_by_path(state: EmulatorState, request: Request, account_id: str) -> Response:
+    return _get_one(state, _source_id_in_path(request), account_id)
 
 
 @_authenticated
-def _delete_source_by_path(state: EmulatorState, request: Request) -> Response:
-    return _delete_one(state, request.path[len("/sources/") :])
+def _delete_source_by_path(state: EmulatorState, request: Request, account_id: str) -> Response:
+    return _delete_one(state, _source_id_in_path(request), account_id)
 
 
-def _get_one(state: EmulatorState, source_id: str) -> Response:
+def _source_id_in_path(request: Request) -> str:
+    return unquote(request.path[len("/sources/") :])
+
+
+def _get_one(state: EmulatorState, source_id: str, account_id: str) -> Response:
     if not source_id:
         return error_response(400, "The query parameter id must not be empty.")
-    source = state.ledger.get(source_id)
+    # Another account's source is as unknown to the caller as one that does not exist.
+    source = state.ledger.get(source_id, account_id=account_id)
     if source is None:
         return error_response(404, SOURCE_NOT_FOUND)
     return json_response(200, source)
 
 
-def _delete_one(state: EmulatorState, source_id: str) -> Response:
+def _delete_one(state: EmulatorState, source_id: str, account_id: str) -> Response:
     if not source_id:
         return error_response(400, "The query parameter id must not be empty.")
-    if not state.ledger.delete(source_id):
+    if not state.ledger.delete(source_id, account_id=account_id):
         return error_response(404, SOURCE_NOT_FOUND)
     return json_response(200, {"message": "Source deleted successfully."})
 
@@ -215,11 +309,11 @@ def _rejection(error: MetiValidationError) -> Response:
     return error_response(422, f"{INVALID_FEATURES}: {error.problems[0]}")
 
 
-def _list_sources(state: EmulatorState, request: Request) -> Response:
+def _list_sources(state: EmulatorState, request: Request, account_id: str) -> Response:
     try:
         limit = _integer_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
         offset = _integer_param(request, "offset", 0, low=0, high=None)
-        filters = _source_filter(request)
+        filters = _source_filter(request, account_id)
     except ValueError as error:
         return error_response(400, str(error))
     page, total = state.ledger.page(filters, limit, offset)
@@ -247,8 +341,9 @@ def _integer_param(request: Request, name: str, default: int, *, low: int, high:
     return value
 
 
-def _source_filter(request: Request) -> SourceFilter:
+def _source_filter(request: Request, account_id: str) -> SourceFilter:
     return SourceFilter(
+        account_id=account_id,
         methodology=request.param("methodology"),
         steward_id=request.param("steward_id"),
         project_id=request.param("project_id"),

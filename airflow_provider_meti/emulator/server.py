@@ -9,12 +9,19 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_meti.emulator.faults import ADMIN_PREFIX, Fault
-from airflow_provider_meti.emulator.routes import Request, Response, error_response, handle
+from airflow_provider_meti.emulator.routes import (
+    OAUTH_TOKEN_PATH,
+    Request,
+    Response,
+    error_response,
+    handle,
+)
 from airflow_provider_meti.emulator.state import EmulatorState
 
 log = logging.getLogger("airflow_provider_meti.emulator")
@@ -62,7 +69,7 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
             method=self.command,
             path=path,
             query=parse_qs(url.query, keep_blank_values=True),
-            headers=self.headers,
+            headers=cast("Mapping[str, str]", self.headers),
             body=body,
         )
         state = self.server.state
@@ -79,10 +86,11 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
     def _api_path(self, path: str) -> str | None:
         """The path without the base path, or None when it lies outside it.
 
-        Admin routes answer with or without the base path.
+        Admin routes and the OAuth2 token endpoint (a separate tenant in the real service)
+        answer with or without the base path.
         """
         base = self.server.base_path
-        if not base or path.startswith(ADMIN_PREFIX):
+        if not base or path.startswith(ADMIN_PREFIX) or path == OAUTH_TOKEN_PATH:
             return path
         if path == base or path.startswith(base + "/"):
             return path[len(base) :] or "/"

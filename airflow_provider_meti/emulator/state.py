@@ -1,23 +1,30 @@
-"""Everything one running emulator holds: users, tokens, sources, faults and counters."""
+"""Everything one running emulator holds: credentials, tokens, sources, faults and counters."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_meti.emulator.credentials import TokenStore, UserDirectory
+from airflow_provider_meti.emulator.credentials import CredentialDirectory, TokenStore
 from airflow_provider_meti.emulator.faults import FaultInjector
 from airflow_provider_meti.emulator.ledger import Ledger
 from airflow_provider_meti.emulator.stats import Counters
 
 LIST_ENVELOPES = ("data", "sources", "items", "results")
 DEFAULT_USERS = {"demo@meti.local": "demo-password"}
+DEFAULT_CLIENTS = {"demo-client": "demo-client-secret"}
+# The same default as the provider's (airflow_provider_meti.auth.DEFAULT_AUDIENCE); not
+# imported, so that the emulator needs nothing beyond the standard library.
+DEFAULT_AUDIENCE = "https://api.meti.millpont.com"
 
 
 class EmulatorState:
     """The shared state behind the request handlers.
 
-    :param users: email -> password of the accounts that may ask for a token
+    :param users: email -> password of the v1 users that may ask for a token at ``/token``
+    :param clients: client id -> client secret of the v2 clients that may ask for a token at
+        ``/oauth/token``
+    :param audience: the only ``audience`` the OAuth2 token endpoint accepts
     :param token_ttl: token lifetime in seconds
     :param seed: seeds source ids
     :param list_envelope: None to list sources as a bare JSON array, or the key
@@ -29,11 +36,15 @@ class EmulatorState:
         self,
         *,
         users: Mapping[str, str] | None = None,
+        clients: Mapping[str, str] | None = None,
+        audience: str = DEFAULT_AUDIENCE,
         token_ttl: float = 3600,
         seed: int = 0,
         list_envelope: str | None = None,
     ) -> None:
-        self.users = UserDirectory(DEFAULT_USERS if users is None else users)
+        self.users = CredentialDirectory(DEFAULT_USERS if users is None else users)
+        self.clients = CredentialDirectory(DEFAULT_CLIENTS if clients is None else clients)
+        self.audience = audience
         self.tokens = TokenStore(token_ttl)
         self.ledger = Ledger(seed)
         self.faults = FaultInjector()
@@ -62,7 +73,7 @@ class EmulatorState:
         }
 
     def reset(self) -> None:
-        """Drop sources, tokens and counters; users and settings (faults, TTL) stay."""
+        """Drop sources, tokens and counters; credentials and settings (faults, TTL) stay."""
         self.ledger.clear()
         self.tokens.expire_all()
         self.counters.reset()

@@ -46,10 +46,10 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         """A copy of every counter.
 
-        ``token_requests`` counts calls of ``POST /token`` whatever their outcome and
-        ``tokens_issued`` the successful ones; ``requests`` is keyed ``"METHOD /path"``
-        (admin endpoints excluded), ``responses`` by status code (as a string) and
-        ``faults`` by kind.
+        ``token_requests`` counts calls of ``POST /token`` and ``POST /oauth/token``
+        whatever their outcome and ``tokens_issued`` the successful ones; ``requests`` is
+        keyed ``"METHOD /path"`` (admin endpoints excluded), ``responses`` by status code
+        (as a string) and ``faults`` by kind.
         """
         with self._lock:
             return {
