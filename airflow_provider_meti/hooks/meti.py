@@ -7,14 +7,18 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_meti._compat import BaseHook, mask_secret
-from airflow_provider_meti.api import ApiVersion, api_version
-from airflow_provider_meti.client import ClientSettings, MetiClient
 from airflow_provider_meti.exceptions import MetiConfigError, MetiError
 from airflow_provider_meti.retries import RetryPolicy
+
+if TYPE_CHECKING:
+    # Imported where a client is built instead: they pull in requests, and a DAG file that
+    # only declares tasks should not pay for it at parse time.
+    from airflow_provider_meti.api import ApiVersion
+    from airflow_provider_meti.client import ClientSettings, MetiClient
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -32,8 +36,9 @@ class MetiHook(BaseHook):
     Connection fields: ``host`` = base URL (default ``https://api.meti.millpont.com``; v2:
     ``https://api.millpont.com``), ``login`` = email (v2: client id), ``password`` = password
     (v2: client secret). Extras: ``api_version`` (1 or 2), ``timeout``, ``max_retries``,
-    ``max_retry_time``, ``token_refresh_margin``, ``verify``, ``token_url``, ``audience``,
-    ``allow_insecure_http``.
+    ``max_retry_time``, ``token_refresh_margin``, ``verify``, ``token_url`` (required for
+    v2: the OAuth2 tenant's token endpoint), ``audience`` (v2; default
+    ``https://api.meti.millpont.com``), ``allow_insecure_http``.
 
     :param meti_conn_id: the Airflow connection id
     :param max_workers: concurrent POSTs when creating many sources (default 4)
@@ -160,6 +165,9 @@ def client_settings_from_connection(connection: Any) -> dict[str, Any]:
     Returns ``{"settings": ClientSettings, "api": ApiVersion, "login", "secret", "token_url",
     "audience"}``. Raises ``MetiConfigError`` naming the first unusable field.
     """
+    from airflow_provider_meti.api import api_version
+    from airflow_provider_meti.client import ClientSettings
+
     extras = _normalized_extras(connection.extra_dejson)
     api = api_version(extras.get("api_version", 1))
     retry = RetryPolicy(
@@ -200,6 +208,8 @@ def client_from_connection(connection: Any) -> MetiClient:
 
 
 def _build_client(parts: Mapping[str, Any]) -> MetiClient:
+    from airflow_provider_meti.client import MetiClient
+
     settings: ClientSettings = parts["settings"]
     api: ApiVersion = parts["api"]
     token_source = api.token_source(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_meti._compat import BaseTrigger, TriggerEvent, aget_connection
-from airflow_provider_meti.client import MetiClient
+from airflow_provider_meti._compat import BaseTrigger, TriggerEvent, aget_connection, to_thread
 from airflow_provider_meti.exceptions import MetiApiError, MetiError, MetiNotFoundError
 from airflow_provider_meti.retries import is_retryable
+
+if TYPE_CHECKING:  # the client (and requests) loads when the trigger runs, not at DAG parse
+    from airflow_provider_meti.client import MetiClient
 
 WaitFor = Literal["exists", "no_conflict", "resolved", "deleted"]
 WAIT_FOR_CONDITIONS: tuple[str, ...] = ("exists", "no_conflict", "resolved", "deleted")
@@ -127,7 +129,7 @@ class MetiSourceTrigger(BaseTrigger):
 
         connection = await aget_connection(self.meti_conn_id)
         # Reading extras and building the client may talk to the supervisor synchronously.
-        return await asyncio.to_thread(client_from_connection, connection)
+        return await to_thread(client_from_connection, connection)
 
     async def _poll(self, client: MetiClient) -> dict[str, Any]:
         while True:
@@ -143,7 +145,7 @@ class MetiSourceTrigger(BaseTrigger):
     async def _check(self, client: MetiClient) -> dict[str, Any] | None:
         """The final event when this check ends the wait, None to keep polling."""
         try:
-            done, source = await asyncio.to_thread(
+            done, source = await to_thread(
                 check_source, client.get_source, self.source_id, self.wait_for
             )
         except MetiApiError as error:

@@ -1,0 +1,197 @@
+"""Section 3: extracting N sources to an NDJSON file, the operator against the limit loop.
+
+Each extract runs in a fresh process (see ``extract_worker``), so that its peak RSS says what
+the extract itself needed: the growth is the peak during the extract minus the RSS after the
+imports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.airflow_env import child_environment
+from benchmarks.emulator_process import EmulatorProcess
+from benchmarks.limit_client import LimitClient
+from benchmarks.measure import TIMES, Spread, ratio_text, rotated, timed
+from benchmarks.results import Section, Table, Target
+from benchmarks.sizes import Sizes
+
+PAGE_SIZE = 1000  # the operator's default and the emulator's (and METI's) largest page
+VARIANTS = ("limit", "provider", "limit_bare")
+TRACED = ("limit_traced", "provider_traced")
+THROUGHPUT_TARGET = 0.9
+RSS_TARGET = 1.2
+MIB = 1024.0
+
+
+def _run_worker(emulator: EmulatorProcess, variant: str, workdir: Path) -> dict[str, Any]:
+    output, result = workdir / f"{variant}.ndjson", workdir / f"{variant}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.extract_worker",
+        variant,
+        emulator.url,
+        str(PAGE_SIZE),
+        str(output),
+        str(result),
+    ]
+    with timed(emulator.cpu_seconds) as timing:
+        subprocess.run(command, check=True, env=child_environment(), stdout=subprocess.DEVNULL)
+    measured: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    measured["server_cpu"] = timing.server_cpu
+    output.unlink()
+    return measured
+
+
+def _warm_emulator(emulator: EmulatorProcess) -> None:
+    """One untimed pass, so every timed run finds the emulator's per-source JSON cached."""
+    for _ in LimitClient(emulator.url).pages(PAGE_SIZE):
+        pass
+
+
+def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="meti-bench-") as tmp:
+        for count, repeats in sizes.extract_runs:
+            emulator.fresh(sources=count)
+            _warm_emulator(emulator)
+            runs[count] = {variant: [] for variant in VARIANTS}
+            for run_number in range(repeats):
+                for variant in rotated(VARIANTS, run_number):
+                    measured = _run_worker(emulator, variant, Path(tmp))
+                    if measured["count"] != count:
+                        raise RuntimeError(f"{variant} extracted {measured['count']} of {count}")
+                    runs[count][variant].append(measured)
+            for variant in TRACED:  # once each: the heap peak barely varies
+                runs[count][variant] = [_run_worker(emulator, variant, Path(tmp))]
+    return _section(sizes, runs)
+
+
+def _repeats_text(sizes: Sizes) -> str:
+    return ", ".join(f"{repeats} runs for {count:,}" for count, repeats in sizes.extract_runs)
+
+
+def _server_cpu_text(measured: list[dict[str, Any]]) -> str:
+    values = [m["server_cpu"] for m in measured if m["server_cpu"] is not None]
+    return Spread.of(values).text(2) if values else "n/a"
+
+
+def _heap_peak_mib(measured: list[dict[str, Any]]) -> str:
+    return f"{measured[0]['python_heap_peak_kib'] / MIB:.1f}"
+
+
+def _throughputs(measured: list[dict[str, Any]]) -> list[float]:
+    return [m["count"] / m["wall"] for m in measured]
+
+
+def _growth_mib(measured: list[dict[str, Any]]) -> Spread:
+    return Spread.of([(m["rss_peak_kib"] - m["rss_after_imports_kib"]) / MIB for m in measured])
+
+
+def _section(sizes: Sizes, runs: dict[int, dict[str, list[dict[str, Any]]]]) -> Section:
+    table = Table(
+        [
+            "sources",
+            "limit sources/s",
+            "provider sources/s",
+            "provider vs limit",
+            "client CPU s (limit / provider)",
+            "peak RSS growth MiB (limit / provider)",
+            "Python heap peak MiB (limit / provider)",
+            "same file",
+            "limit without Airflow loaded, sources/s",
+            "emulator CPU s (provider run)",
+        ]
+    )
+    targets: list[Target] = []
+    growth: dict[int, Spread] = {}
+    for count, by_variant in runs.items():
+        limit, provider = by_variant["limit"], by_variant["provider"]
+        ratio = Spread.of([lim["wall"] / p["wall"] for p, lim in zip(provider, limit, strict=True)])
+        growth[count] = _growth_mib(provider)
+        same = limit[0]["sha256"] == provider[0]["sha256"] == by_variant["limit_bare"][0]["sha256"]
+        table.rows.append(
+            [
+                f"{count:,}",
+                Spread.of(_throughputs(limit)).text(),
+                Spread.of(_throughputs(provider)).text(),
+                ratio_text(ratio),
+                f"{Spread.of([m['cpu'] for m in limit]).text(2)} / "
+                f"{Spread.of([m['cpu'] for m in provider]).text(2)}",
+                f"{_growth_mib(limit).text(1)} / {growth[count].text(1)}",
+                f"{_heap_peak_mib(by_variant['limit_traced'])} / "
+                f"{_heap_peak_mib(by_variant['provider_traced'])}",
+                "yes" if same else "NO",
+                Spread.of(_throughputs(by_variant["limit_bare"])).text(),
+                _server_cpu_text(provider),
+            ]
+        )
+        targets.append(
+            Target(
+                f"3. extract throughput vs limit, {count:,} sources",
+                f"≥ {THROUGHPUT_TARGET:.1f}{TIMES}",
+                ratio_text(ratio),
+                ratio.median >= THROUGHPUT_TARGET,
+            )
+        )
+    smallest, largest = min(growth), max(growth)
+    heap_ratio = (
+        runs[largest]["provider_traced"][0]["python_heap_peak_kib"]
+        / runs[smallest]["provider_traced"][0]["python_heap_peak_kib"]
+    )
+    if growth[smallest].median > 0:
+        rss_ratio = growth[largest].median / growth[smallest].median
+        rss_text = f"{rss_ratio:.2f}{TIMES}"
+    else:  # only in smoke runs, where nothing grows measurably
+        rss_ratio = 0.0 if growth[largest].median == 0 else float("inf")
+        rss_text = "n/a"
+    targets.append(
+        Target(
+            f"3. provider peak RSS growth, {largest:,} vs {smallest:,} sources",
+            f"≤ {RSS_TARGET:.1f}{TIMES}",
+            f"{rss_text} ({growth[largest].text(1)} vs {growth[smallest].text(1)} MiB); "
+            f"Python heap peak {heap_ratio:.2f}{TIMES}",
+            rss_ratio <= RSS_TARGET,
+        )
+    )
+    return Section(
+        key="extract",
+        title="3. Extract to NDJSON",
+        method=(
+            "`MetiListSourcesOperator(output_path=...ndjson, page_size=1000).execute(context)` "
+            "against a limit loop that pages `GET /sources` the same way (limit/offset, "
+            f"{PAGE_SIZE} per page) and writes the same GeoJSON Features, one per line, with "
+            f"`json.dumps`. Each extract runs in a fresh process; {_repeats_text(sizes)} per "
+            "variant, interleaved; the emulator is reset and seeded before each size and "
+            "warmed by one untimed pass. Both run where a task runs: in a process that has "
+            "imported Airflow's task runner and connection cache and the provider with its "
+            "client (section 5 shows what the client's import costs), as a `@task` holding the "
+            "hand-written loop would; the last column runs the loop in a bare process for "
+            "reference. Throughput is sources / wall seconds of the extract alone (after the "
+            "imports); the ratio is per run. Peak RSS growth is the kernel's high-water mark "
+            "(`VmHWM`, reset after the imports) at the end minus the RSS after the imports; "
+            "`ru_maxrss` cannot be reset and in a child starts at the parent's size. RSS also "
+            "moves with the C allocator's state (a few tenths of a MiB from run to run), so "
+            "one more run of each loop under `tracemalloc` (untimed) gives the peak of "
+            "Python's own heap during the extract. 'same file' compares the SHA-256 of the "
+            "outputs."
+        ),
+        tables=[table],
+        targets=targets,
+        data={
+            str(count): {
+                variant: [
+                    {k: m[k] for k in ("wall", "cpu", "rss_after_imports_kib", "rss_peak_kib")}
+                    for m in measured
+                ]
+                for variant, measured in by_variant.items()
+            }
+            for count, by_variant in runs.items()
+        },
+    )

@@ -1,0 +1,138 @@
+"""One extract in a fresh process, for section 3: ``python -m benchmarks.extract_worker``.
+
+Arguments: variant (see ``EXTRACTS``), base URL, page size, output path, result path. The
+result (JSON) holds wall and CPU seconds of the extract alone, the source count, the
+output's size and digest, and the resident set size after the imports and at its peak.
+
+Peak RSS is the kernel's high-water mark (``VmHWM``), reset after the imports: ``ru_maxrss``
+cannot be reset, and in a child process it starts at the parent's RSS (inherited across
+fork and exec), which hides everything a small extract allocates.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from benchmarks.airflow_env import define_meti_connection, task_context
+
+
+def _memory_kib(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` of this process; ``ru_maxrss`` where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak_rss() -> None:
+    """Start the high-water mark afresh (Linux >= 4.0); harmless where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
+
+
+def _extract_with_provider(base_url: str, page_size: int, output: Path) -> int:
+    from airflow_provider_meti.operators.meti import MetiListSourcesOperator
+
+    operator = MetiListSourcesOperator(
+        task_id="extract",
+        meti_conn_id=define_meti_connection(base_url),
+        page_size=page_size,
+        output_path=str(output),
+    )
+    return int(operator.execute(task_context())["count"])
+
+
+def _extract_with_limit(base_url: str, page_size: int, output: Path) -> int:
+    from benchmarks.limit_client import LimitClient, write_ndjson
+
+    client = LimitClient(base_url)
+    with output.open("w", encoding="utf-8") as handle:
+        return write_ndjson(client.pages(page_size), handle)
+
+
+EXTRACTS = {
+    "provider": _extract_with_provider,
+    "limit": _extract_with_limit,
+    "limit_bare": _extract_with_limit,  # the same loop in a process without Airflow
+    # With tracemalloc: the peak of Python's own heap, which allocator noise cannot blur
+    # (but slower, so these runs are not timed).
+    "provider_traced": _extract_with_provider,
+    "limit_traced": _extract_with_limit,
+}
+
+
+def _import_everything(variant: str) -> None:
+    import benchmarks.limit_client  # noqa: F401
+
+    if variant == "limit_bare":
+        return
+    # Both loops run where a task runs: in a process holding Airflow's task runner (which
+    # the first connection lookup would otherwise import, billing the extract for it).
+    # Airflow's connection lookup imports its secrets cache on first use: Airflow's cost,
+    # paid by any task that reads a connection, so loaded here too.
+    import airflow.sdk.execution_time.cache
+    import airflow.sdk.execution_time.supervisor
+    import airflow.sdk.execution_time.task_runner  # noqa: F401
+
+    # The provider's client loads on first use (so that DAG parsing skips it): an import too,
+    # excluded like every other (section 5 reports its cost).
+    import airflow_provider_meti.client
+    import airflow_provider_meti.operators.meti  # noqa: F401
+    from benchmarks.airflow_env import quiet_task_logs
+
+    quiet_task_logs()
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main(argv: list[str]) -> int:
+    variant, base_url, page_size, output, result = argv
+    _import_everything(variant)
+    gc.collect()
+    _reset_peak_rss()
+    rss_before = _memory_kib("VmRSS")
+    traced = variant.endswith("_traced")
+    if traced:
+        tracemalloc.start()
+    cpu, wall = time.process_time(), time.perf_counter()
+    count = EXTRACTS[variant](base_url, int(page_size), Path(output))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    python_peak = tracemalloc.get_traced_memory()[1] // 1024 if traced else None
+    measured: dict[str, Any] = {
+        "python_heap_peak_kib": python_peak,
+        "variant": variant,
+        "count": count,
+        "wall": wall,
+        "cpu": cpu,
+        "rss_after_imports_kib": rss_before,
+        "rss_peak_kib": _memory_kib("VmHWM"),
+        "bytes": Path(output).stat().st_size,
+        "sha256": _digest(Path(output)),
+    }
+    Path(result).write_text(json.dumps(measured), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

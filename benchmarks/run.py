@@ -1,0 +1,112 @@
+"""Run the benchmark sections and write the report.
+
+``python -m benchmarks`` runs everything (six minutes on two cores) and writes ``BENCHMARKS.md``;
+``--quick`` runs every section on tiny sizes and prints the report instead (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import create, extract, imports, machine, per_call, report, retry_overhead, tokens
+from benchmarks.airflow_env import ROOT, quiet_task_logs
+from benchmarks.emulator_process import EmulatorProcess
+from benchmarks.results import Section
+from benchmarks.sizes import FULL, QUICK, Sizes
+
+SECTIONS: dict[str, Callable[[Any, Sizes], Section]] = {
+    "per_call": per_call.run,
+    "tokens": tokens.run,
+    "extract": extract.run,
+    "create": create.run,
+    "imports": imports.run,
+    "retries": retry_overhead.run,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the Markdown report (default: BENCHMARKS.md for a full run, "
+        "standard output for --quick)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON here")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    return parser
+
+
+def _command(argv: Sequence[str]) -> str:
+    return os.environ.get("METI_BENCH_COMMAND") or shlex.join(["python", "-m", "benchmarks", *argv])
+
+
+def _failed(key: str, error: BaseException) -> Section:
+    return Section(
+        key=key,
+        title=f"{key}: FAILED",
+        method="```\n" + "".join(traceback.format_exception(error)).rstrip() + "\n```",
+    )
+
+
+def _run_sections(names: Sequence[str], sizes: Sizes) -> list[Section]:
+    sections = []
+    with EmulatorProcess() as emulator:
+        for name in names:
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            try:
+                section = SECTIONS[name](emulator, sizes)
+            except Exception as error:  # reported in the output; the run goes on
+                section = _failed(name, error)
+            section.seconds = time.perf_counter() - started
+            print(f"[bench] {name}: {section.seconds:.0f} s", file=sys.stderr, flush=True)
+            sections.append(section)
+    return sections
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    quiet_task_logs()
+    described = machine.describe()
+    started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = time.perf_counter()
+    sections = _run_sections(args.only or list(SECTIONS), sizes)
+    text = report.render(
+        sections,
+        machine=described,
+        command=_command(argv),
+        started=started_at,
+        seconds=time.perf_counter() - started,
+        load_at_end=machine.load_average(),
+        quick=args.quick,
+    )
+    output = args.output or (None if args.quick else ROOT / "BENCHMARKS.md")
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(f"[bench] wrote {output}", file=sys.stderr)
+    if args.json:
+        raw = {
+            "sizes": dataclasses.asdict(sizes),
+            "machine": described,
+            "sections": {s.key: {"title": s.title, "data": s.data} for s in sections},
+        }
+        args.json.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+    failed = [s.key for s in sections if s.title.endswith("FAILED")]
+    return 1 if failed else 0
