@@ -24,9 +24,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath, Param, dag, task
-
-from airflow_provider_meti._compat import asset
+from airflow_provider_meti._compat import ObjectStoragePath, Param, asset, dag, task
 from airflow_provider_meti.operators.meti import MetiListSourcesOperator
 
 log = logging.getLogger("airflow.task")
@@ -55,8 +53,9 @@ def summarise_extract(extract: dict[str, Any]) -> dict[str, Any]:
     count = 0
     hectares = 0.0
     conflicts = []
-    with ObjectStoragePath(extract["path"]).open("r") as lines:
-        for line in lines:
+    with ObjectStoragePath(extract["path"]).open("r") as handle:
+        # readline, not iteration: the file wrapper of Airflow 2.11 and 3.0 is not iterable.
+        for line in iter(handle.readline, ""):
             if not line.strip():
                 continue
             feature = json.loads(line)

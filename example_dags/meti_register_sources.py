@@ -30,8 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Param, dag, task
-
+from airflow_provider_meti._compat import Param, dag, task
 from airflow_provider_meti.hooks.meti import MetiHook
 from airflow_provider_meti.operators.meti import MetiCreateSourcesOperator
 from airflow_provider_meti.sensors.meti import MetiSourceSensor

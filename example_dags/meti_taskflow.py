@@ -21,8 +21,7 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
-
+from airflow_provider_meti._compat import Param, dag, task
 from airflow_provider_meti.hooks.meti import MetiHook
 
 log = logging.getLogger("airflow.task")

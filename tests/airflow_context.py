@@ -9,6 +9,8 @@ from typing import Any
 
 METI_EMAIL = "demo@meti.local"
 METI_PASSWORD = "demo-password"
+METI_CLIENT_ID = "demo-client"
+METI_CLIENT_SECRET = "demo-client-secret"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_meti import geojson
+from tests import airflow_compat
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = ROOT / "example_dags"
@@ -52,9 +53,7 @@ def airflow_db() -> None:
 
 @pytest.fixture(scope="module")
 def dag_bag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(EXAMPLE_DAGS))
+    return airflow_compat.dag_bag(str(EXAMPLE_DAGS))
 
 
 @pytest.fixture
@@ -77,7 +76,7 @@ def run_dag(airflow_db, example_dags_folder, meti_connection, dag_bag):
         try:
             for task in dag.tasks:
                 task.retries = 0
-            return dag.test(**kwargs)
+            return airflow_compat.run_dag_test(dag, **kwargs)
         finally:
             for task in dag.tasks:
                 task.retries = retries[task.task_id]
@@ -96,36 +95,8 @@ def states(dag_run) -> dict[tuple[str, int], str]:
     return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
 
 
-def xcom_value(dag_run, task_id: str, map_index: int = -1) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    query = XComModel.get_many(
-        run_id=dag_run.run_id,
-        dag_ids=dag_run.dag_id,
-        task_ids=task_id,
-        map_indexes=map_index,
-        key="return_value",
-    )
-    with create_session() as session:
-        row = session.scalars(query).first()
-        assert row is not None, f"no XCom from {task_id}[{map_index}]"
-        return XComModel.deserialize_value(row)
-
-
-def asset_events(dag_run) -> list[tuple[str, str]]:
-    """``(asset uri, source task)`` of every asset event the run emitted."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    query = (
-        select(AssetModel.uri, AssetEvent.source_task_id)
-        .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-        .where(AssetEvent.source_run_id == dag_run.run_id)
-    )
-    with create_session() as session:
-        return [tuple(row) for row in session.execute(query)]
+xcom_value = airflow_compat.xcom_return_value
+asset_events = airflow_compat.asset_events
 
 
 def source_reads(emulator) -> int:
@@ -177,9 +148,7 @@ def test_example_dag_documents_itself_and_retries(dag_bag, dag_id):
 
 
 def test_parsing_the_example_dags_calls_nothing(emulator, meti_connection):
-    from airflow.dag_processing.dagbag import DagBag
-
-    DagBag(dag_folder=str(EXAMPLE_DAGS))
+    airflow_compat.dag_bag(str(EXAMPLE_DAGS))
     assert emulator.stats()["requests"] == {}
 
 
@@ -234,14 +203,12 @@ def test_daily_extract_writes_every_source_and_summarises_it(run_dag, emulator, 
 
 
 def test_incremental_extract_asks_only_for_recent_changes(run_dag, emulator, tmp_path):
-    from airflow.sdk import timezone
-
     register_fields(emulator)
 
     # A run two days ahead covers an interval that starts after these sources were stored.
     dag_run = run_dag(
         "meti_daily_extract",
-        logical_date=timezone.utcnow() + timedelta(days=2),
+        logical_date=airflow_compat.utcnow() + timedelta(days=2),
         run_conf={"output_dir": str(tmp_path), "incremental": True},
     )
 
