@@ -8,6 +8,25 @@ ORIGIN = (-95.99, 32.77)  # the docs' example area, in Texas
 SPACING = 0.01  # degrees between grid cells: about 1 km, so squares never touch
 SIDE = 0.005  # degrees: a square of roughly 470 m x 560 m
 
+APITEST2: dict[str, Any] = {
+    "type": "Feature",
+    "id": "APITEST2",
+    "properties": {"start_at": "2024-11-01T16:25:00.000Z", "end_at": "2024-11-10T16:25:00.000Z"},
+    "geometry": {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [-95.9915, 32.7767],
+                [-95.9915, 32.7706],
+                [-95.9850, 32.7706],
+                [-95.9850, 32.7767],
+                [-95.9915, 32.7767],
+            ]
+        ],
+    },
+}
+"""The feature of METI's own documentation example."""
+
 
 def square_feature(
     alt_id: str,

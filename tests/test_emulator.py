@@ -27,29 +27,13 @@ from airflow_provider_meti.emulator.geometry import (
     spheroid_area_m2,
 )
 from airflow_provider_meti.geojson import parse_timestamp
+from tests.features import APITEST2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMAIL, PASSWORD = "demo@meti.local", "demo-password"
 EXPIRED = {"status": 401, "message": "Token has expired. Please reauthenticate."}
 NOT_FOUND = {"status": 404, "message": "Source not found."}
 SOURCE_ID = re.compile(r"^src_[A-Za-z0-9]{13}$")
-APITEST2 = {
-    "type": "Feature",
-    "id": "APITEST2",
-    "properties": {"start_at": "2024-11-01T16:25:00.000Z", "end_at": "2024-11-10T16:25:00.000Z"},
-    "geometry": {
-        "type": "Polygon",
-        "coordinates": [
-            [
-                [-95.9915, 32.7767],
-                [-95.9915, 32.7706],
-                [-95.9850, 32.7706],
-                [-95.9850, 32.7767],
-                [-95.9915, 32.7767],
-            ]
-        ],
-    },
-}
 # The exact WGS84 area of this lon/lat rectangle. METI_API.md quotes 41.143, which neither the
 # exact ellipsoidal formula nor a local equal-area projection reproduces (both give 41.198).
 APITEST2_HECTARES = 41.198

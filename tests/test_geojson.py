@@ -24,6 +24,7 @@ from airflow_provider_meti.geojson import (
     parse_timestamp,
     validate_feature_collection,
 )
+from tests.features import APITEST2
 
 SQUARE = [[0.0, 0.0], [0.001, 0.0], [0.001, 0.001], [0.0, 0.001], [0.0, 0.0]]
 
@@ -72,27 +73,7 @@ def test_a_valid_collection_returns_its_features():
 
 
 def test_the_docs_example_feature_is_valid():
-    apitest2 = {
-        "type": "Feature",
-        "id": "APITEST2",
-        "properties": {
-            "start_at": "2024-11-01T16:25:00.000Z",
-            "end_at": "2024-11-10T16:25:00.000Z",
-        },
-        "geometry": {
-            "type": "Polygon",
-            "coordinates": [
-                [
-                    [-95.9915, 32.7767],
-                    [-95.9915, 32.7706],
-                    [-95.9850, 32.7706],
-                    [-95.9850, 32.7767],
-                    [-95.9915, 32.7767],
-                ]
-            ],
-        },
-    }
-    assert validate_feature_collection(fc(apitest2)) == [apitest2]
+    assert validate_feature_collection(fc(APITEST2)) == [APITEST2]
 
 
 @pytest.mark.parametrize(
