@@ -23,7 +23,18 @@ from tests.api_versions import API_VERSION_IDS, API_VERSIONS, connection_fields
 
 @pytest.fixture
 def emulator() -> Iterator[MetiEmulator]:
-    """A METI emulator serving on a free port of 127.0.0.1, stopped after the test."""
+    """A METI emulator on a free port of 127.0.0.1 that does only what METI documents.
+
+    Client, hook and operator tests run against it, so that they cannot rely on the
+    emulator's extras. Stopped after the test.
+    """
+    with MetiEmulator(port=0, documented_only=True) as meti:
+        yield meti
+
+
+@pytest.fixture
+def emulator_with_extras() -> Iterator[MetiEmulator]:
+    """A METI emulator with its extras (listing filters beyond METI's docs) switched on."""
     with MetiEmulator(port=0) as meti:
         yield meti
 
@@ -81,3 +92,82 @@ def task_context(monkeypatch) -> dict[str, Any]:
     # Lets tests call execute() without the "outside of the Task Runner" warning.
     monkeypatch.setattr(executor_safeguard(), "test_mode", True)
     return make_context()
+
+
+@pytest.fixture
+def memory_storage(monkeypatch) -> Iterator[None]:
+    """Registers fsspec's in-memory filesystem as Airflow object storage (``memory://``)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    _register_filesystem(monkeypatch, "memory", lambda conn_id, options=None: MemoryFileSystem())
+    yield
+    _forget_filesystems()
+    MemoryFileSystem.store.clear()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """A real S3 protocol server (moto) on 127.0.0.1 for the session; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_storage(monkeypatch, moto_s3) -> Iterator[Any]:
+    """``s3://`` object storage backed by the moto server through s3fs; yields the fs.
+
+    Each test gets a fresh, empty bucket ``extracts``.
+    """
+    import s3fs
+
+    def new_fs(conn_id=None, options=None):
+        return s3fs.S3FileSystem(
+            key="testing",
+            secret="testing",
+            endpoint_url=moto_s3,
+            client_kwargs={"region_name": "eu-west-1"},
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+
+    fs = new_fs()
+    if fs.exists("extracts"):
+        fs.rm("extracts", recursive=True)
+    fs.mkdir("extracts")
+    _register_filesystem(monkeypatch, "s3", new_fs)
+    yield fs
+    _forget_filesystems()
+
+
+def _register_filesystem(monkeypatch, scheme: str, factory: Callable[..., Any]) -> None:
+    """Make ``scheme://`` paths of Airflow's ObjectStoragePath use ``factory``'s filesystem."""
+    from tests.airflow_compat import filesystem_registry
+
+    monkeypatch.setitem(filesystem_registry()._BUILTIN_SCHEME_TO_FS, scheme, factory)
+    # Stores are cached per scheme: a fresh cache for the test, the old one back after it.
+    monkeypatch.setattr(_object_store_module(), "_STORE_CACHE", {})
+    _forget_filesystems()
+
+
+def _forget_filesystems() -> None:
+    from tests.airflow_compat import filesystem_registry
+
+    filesystem_registry()._register_filesystems.cache_clear()
+
+
+def _object_store_module() -> Any:
+    import importlib
+
+    for name in ("airflow.sdk.io.store", "airflow.io.store"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError("No object store module in this Airflow")

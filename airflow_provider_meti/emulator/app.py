@@ -44,6 +44,9 @@ class MetiEmulator:
         ``"items"`` or ``"results"`` to wrap pages as ``{key: [...], "total", "limit", "offset"}``
     :param base_path: serve the API under this prefix (e.g. ``"/meti/api"``), as behind a
         gateway; :attr:`base_url` includes it, :attr:`url` does not
+    :param documented_only: behave only as METI documents: the listing ignores the
+        emulator's extra filters (``alt_id``, ``conflict``, ``created_since``,
+        ``updated_since``) as the real service ignores an unknown parameter
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class MetiEmulator:
         seed: int = 0,
         list_envelope: str | None = None,
         base_path: str = "",
+        documented_only: bool = False,
     ) -> None:
         self.host = host
         self.base_path = _normalised_base_path(base_path)
@@ -68,6 +72,7 @@ class MetiEmulator:
             token_ttl=token_ttl,
             seed=seed,
             list_envelope=list_envelope,
+            documented_only=documented_only,
         )
         self._server: MetiHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -178,6 +183,7 @@ class MetiEmulator:
         methods: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
         count: int | None = None,
+        skip: int = 0,
     ) -> FaultPlan:
         """Fail a share of matching requests, deterministically for a given seed.
 
@@ -191,6 +197,8 @@ class MetiEmulator:
         :param paths: only paths starting with these prefixes (default ``["/sources"]``;
             add ``"/token"`` or ``"/oauth/token"`` to fault token requests too)
         :param count: stop after this many faults (default: no limit)
+        :param skip: serve this many matching requests normally first (e.g. to fail a
+            listing part-way)
         :return: the plan now in force
         """
         plan = FaultPlan(
@@ -202,6 +210,7 @@ class MetiEmulator:
             methods=None if methods is None else tuple(m.upper() for m in methods),
             paths=DEFAULT_PATHS if paths is None else tuple(paths),
             count=count,
+            skip=skip,
         )
         self.state.faults.configure(plan)
         return plan

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--base-path", default="", help="serve the API under this prefix, e.g. /meti/api"
     )
+    parser.add_argument(
+        "--documented-only",
+        action="store_true",
+        help="ignore listing filters METI does not document (alt_id, conflict, *_since)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request line to stderr")
     return parser
 
@@ -103,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         list_envelope=args.list_envelope,
         base_path=args.base_path,
+        documented_only=args.documented_only,
     )
     if args.fault_rate > 0:
         kinds = [kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()]

@@ -42,6 +42,7 @@ class FaultPlan:
     :param methods: only these HTTP methods (None: all)
     :param paths: only paths starting with one of these prefixes
     :param count: stop after injecting this many faults (None: no limit)
+    :param skip: serve this many matching requests normally before faults may start
     """
 
     rate: float = 0.0
@@ -52,6 +53,7 @@ class FaultPlan:
     methods: tuple[str, ...] | None = None
     paths: tuple[str, ...] = DEFAULT_PATHS
     count: int | None = None
+    skip: int = 0
 
     def __post_init__(self) -> None:
         rate_is_number = isinstance(self.rate, (int, float)) and not isinstance(self.rate, bool)
@@ -69,6 +71,8 @@ class FaultPlan:
             isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0
         ):
             raise ValueError(f"count must be a non-negative integer or null, got {self.count!r}")
+        if isinstance(self.skip, bool) or not isinstance(self.skip, int) or self.skip < 0:
+            raise ValueError(f"skip must be a non-negative integer, got {self.skip!r}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FaultPlan:
@@ -120,6 +124,7 @@ class FaultInjector:
         self._plan = FaultPlan()
         self._random = random.Random(self._plan.seed)
         self._injected = 0
+        self._matched = 0
 
     @property
     def plan(self) -> FaultPlan:
@@ -133,6 +138,7 @@ class FaultInjector:
             self._plan = plan
             self._random = random.Random(plan.seed)
             self._injected = 0
+            self._matched = 0
 
     def clear(self) -> None:
         """Stop injecting faults."""
@@ -143,6 +149,9 @@ class FaultInjector:
         with self._lock:
             plan = self._plan
             if not plan.applies_to(method, path):
+                return None
+            self._matched += 1
+            if self._matched <= plan.skip:
                 return None
             if plan.count is not None and self._injected >= plan.count:
                 return None

@@ -12,13 +12,11 @@ claims by different parties are what METI exists to flag.
 
 from __future__ import annotations
 
-import gc
 import json
 import random
 import string
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -53,18 +51,6 @@ SEED_PITCH_DEG = 0.002
 SEED_SIDE_DEG = 0.001
 SEED_COLUMNS = 1000
 SEED_CAPACITY = 1_000_000
-
-
-@contextmanager
-def _garbage_collection_paused() -> Iterator[None]:
-    """Pause the cycle collector: bulk inserts otherwise spend most of their time in it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def utc_now() -> datetime:
@@ -244,12 +230,11 @@ class Ledger:
                 raise ValueError(f"at most {SEED_CAPACITY} generated sources fit the lattice")
             self._version += 1
             now = self._clock()
-            with _garbage_collection_paused():
-                for _ in range(count):
-                    entry = self._lattice_entry(
-                        start_at, end_at, start, end, properties, now, account_id
-                    )
-                    self._store(entry)
+            for _ in range(count):
+                entry = self._lattice_entry(
+                    start_at, end_at, start, end, properties, now, account_id
+                )
+                self._store(entry)
             return len(self._entries)
 
     def clear(self) -> None:

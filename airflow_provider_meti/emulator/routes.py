@@ -29,6 +29,8 @@ INVALID_FEATURES = (
 )
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+UNDOCUMENTED_FILTERS = ("alt_id", "conflict", "created_since", "updated_since")
+"""Listing filters the emulator offers beyond METI's docs; ignored when ``documented_only``."""
 OAUTH_TOKEN_PATH = "/oauth/token"
 OAUTH_SCOPE = "read:sources write:sources delete:sources"
 ACCOUNT_CLAIM = "account_id"
@@ -313,7 +315,7 @@ def _list_sources(state: EmulatorState, request: Request, account_id: str) -> Re
     try:
         limit = _integer_param(request, "limit", DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
         offset = _integer_param(request, "offset", 0, low=0, high=None)
-        filters = _source_filter(request, account_id)
+        filters = _source_filter(request, account_id, state.documented_only)
     except ValueError as error:
         return error_response(400, str(error))
     page, total = state.ledger.page(filters, limit, offset)
@@ -341,7 +343,10 @@ def _integer_param(request: Request, name: str, default: int, *, low: int, high:
     return value
 
 
-def _source_filter(request: Request, account_id: str) -> SourceFilter:
+def _source_filter(request: Request, account_id: str, documented_only: bool) -> SourceFilter:
+    if documented_only:
+        # As the real service does with a parameter it does not know: ignore it.
+        request = _without_params(request, UNDOCUMENTED_FILTERS)
     return SourceFilter(
         account_id=account_id,
         methodology=request.param("methodology"),
@@ -353,6 +358,11 @@ def _source_filter(request: Request, account_id: str) -> SourceFilter:
         created_since=_timestamp_param(request, "created_since"),
         updated_since=_timestamp_param(request, "updated_since"),
     )
+
+
+def _without_params(request: Request, names: tuple[str, ...]) -> Request:
+    query = {key: values for key, values in request.query.items() if key not in names}
+    return Request(request.method, request.path, query, request.headers, request.body)
 
 
 def _boolean_param(request: Request, name: str) -> bool | None:

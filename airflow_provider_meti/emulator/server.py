@@ -202,6 +202,9 @@ class MetiHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 refuses bursts of new connections (many workers or
+    # triggers connecting at once) that a real server would accept.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], state: EmulatorState, base_path: str = "") -> None:
         self.state = state

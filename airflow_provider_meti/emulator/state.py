@@ -30,6 +30,8 @@ class EmulatorState:
     :param list_envelope: None to list sources as a bare JSON array, or the key
         (``data``, ``sources``, ``items`` or ``results``) of an object that wraps the page
         with ``total``, ``limit`` and ``offset``
+    :param documented_only: ignore the listing filters METI does not document (see
+        ``routes.UNDOCUMENTED_FILTERS``), as the real service ignores unknown parameters
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class EmulatorState:
         token_ttl: float = 3600,
         seed: int = 0,
         list_envelope: str | None = None,
+        documented_only: bool = False,
     ) -> None:
         self.users = CredentialDirectory(DEFAULT_USERS if users is None else users)
         self.clients = CredentialDirectory(DEFAULT_CLIENTS if clients is None else clients)
@@ -49,6 +52,7 @@ class EmulatorState:
         self.ledger = Ledger(seed)
         self.faults = FaultInjector()
         self.counters = Counters()
+        self.documented_only = documented_only
         self._list_envelope: str | None = None
         self.list_envelope = list_envelope
 
