@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import time
+from collections.abc import Callable
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -32,16 +36,33 @@ def content_summary(response: requests.Response) -> str:
     return f"{kind}: {snippet!r}" if snippet else f"{kind}, empty body"
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """``Retry-After`` in seconds (delta form only), or None."""
+def retry_after_seconds(
+    response: requests.Response, *, now: Callable[[], float] = time.time
+) -> float | None:
+    """``Retry-After`` in seconds, from either form (seconds or an HTTP date), or None.
+
+    :param now: the current Unix time, for the date form
+    """
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        seconds = float(value)
+        seconds: float | None = float(value)
     except ValueError:
+        seconds = _seconds_until(value, now())
+    if seconds is None or seconds != seconds:  # absent, unparseable or NaN
         return None
     return max(seconds, 0.0)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT ("-0000" parses without a zone)
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp() - now
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -50,6 +71,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of ``url``: what must not change across a redirect."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def join_url(base_url: str, path: str) -> str:

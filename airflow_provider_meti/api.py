@@ -20,6 +20,25 @@ from airflow_provider_meti.auth import (
 from airflow_provider_meti.exceptions import MetiConfigError
 
 Route = tuple[str, dict[str, Any]]
+# What an unset value renders to in a template: never a real id, and as a filter it would
+# match nothing or, worse, be ignored.
+_PLACEHOLDER_IDS = frozenset({"none", "null"})
+
+
+def require_id(name: str, value: Any) -> str:
+    """``value`` when it can name a source; else ``MetiConfigError`` saying why.
+
+    Refuses what is not a string, empty or blank strings, and ``"None"``/``"null"``, what a
+    template renders for a missing value: sent as a filter they could delete the wrong thing.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise MetiConfigError(f"{name} must be a non-empty string, got {value!r}.")
+    if value.strip().lower() in _PLACEHOLDER_IDS:
+        raise MetiConfigError(
+            f"{name} is {value!r}, what a template renders for a missing value; "
+            "refusing to send it."
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -86,8 +105,7 @@ class ApiVersion:
 
     def source_route(self, source_id: str) -> Route:
         """Path and query for one source (GET and DELETE)."""
-        if not isinstance(source_id, str) or not source_id:
-            raise MetiConfigError(f"source_id must be a non-empty string, got {source_id!r}.")
+        require_id("source_id", source_id)
         if self.source_id_in_path:
             return f"/sources/{quote(source_id, safe='')}", {}
         return "/sources/", {"id": source_id}
@@ -98,7 +116,7 @@ class ApiVersion:
             raise MetiConfigError(
                 f"METI API v{self.number} cannot delete by alt_id; pass source_id instead."
             )
-        return "/sources", {"alt_id": alt_id}
+        return "/sources", {"alt_id": require_id("alt_id", alt_id)}
 
     def batch_size(self, requested: int | None) -> int:
         """Features per POST: the caller's choice, within what the API accepts."""

@@ -200,15 +200,19 @@ class TokenManager:
         self._cached: _CachedToken | None = None
         self.tokens_fetched = 0
 
-    def get(self) -> str:
-        """A token that is valid for at least the renewal margin."""
+    def get(self, fetch: Callable[[], IssuedToken] | None = None) -> str:
+        """A token that is valid for at least the renewal margin.
+
+        :param fetch: asks for a new token if one is needed, instead of the manager's own
+            ``fetch`` (e.g. one that counts against the caller's retry budget)
+        """
         cached = self._cached
         if cached is not None and self._clock() < cached.renew_at:
             return cached.value
         with self._lock:
             cached = self._cached
             if cached is None or self._clock() >= cached.renew_at:
-                cached = self._renew()
+                cached = self._renew(fetch or self._fetch)
             return cached.value
 
     def invalidate(self, rejected: str) -> None:
@@ -222,9 +226,9 @@ class TokenManager:
         cached = self._cached
         return cached.value if cached else None
 
-    def _renew(self) -> _CachedToken:
+    def _renew(self, fetch: Callable[[], IssuedToken]) -> _CachedToken:
         started = self._clock()
-        issued = self._fetch()
+        issued = fetch()
         if self._on_new_token is not None:
             self._on_new_token(issued.value)
         margin = min(self._margin, issued.expires_in * MAX_MARGIN_FRACTION)

@@ -101,21 +101,53 @@ class MetiPartialCreateError(MetiApiError):
     """Creating a FeatureCollection stopped part-way; ``created`` lists what was stored.
 
     Re-running the same create (or retrying the task) stores only what is missing.
+    ``unconfirmed`` names features (by ``alt_id``) whose create may or may not have been
+    stored: METI's listing could not show it, so they were not sent again.
+
+    :param cause: what stopped the create (an API error, or an interrupt such as a timeout)
+    :param created: ``{"id", "alt_id"}`` of every feature stored so far
+    :param total: how many features the create had
+    :param unconfirmed: alt_ids whose outcome is unknown
     """
 
-    def __init__(self, cause: MetiApiError, created: list[dict[str, str]], total: int) -> None:
+    def __init__(
+        self,
+        cause: BaseException,
+        created: list[dict[str, str]],
+        total: int,
+        *,
+        unconfirmed: Sequence[str] = (),
+    ) -> None:
         self.cause = cause
         self.created = created
         self.total = total
+        self.unconfirmed = list(unconfirmed)
+        message = f"{len(created)} of {total} features were created before this error: "
+        message += str(cause) or type(cause).__name__
+        if self.unconfirmed:
+            shown = ", ".join(repr(alt_id) for alt_id in self.unconfirmed[:20])
+            more = len(self.unconfirmed) - 20
+            message += f". Not confirmed (check them in METI before creating them again): {shown}"
+            message += f" and {more} more" if more > 0 else ""
         super().__init__(
-            f"{len(created)} of {total} features were created before this error: {cause}",
-            status_code=cause.status_code,
-            method=cause.method,
-            path=cause.path,
+            message,
+            status_code=getattr(cause, "status_code", None),
+            method=getattr(cause, "method", None),
+            path=getattr(cause, "path", None),
         )
 
+    def _describe(self) -> str:
+        return self.message
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (MetiPartialCreateError, (self.cause, self.created, self.total))
+        return (
+            _rebuild_partial_create_error,
+            (self.cause, self.created, self.total, self.unconfirmed),
+        )
+
+
+def _rebuild_partial_create_error(cause, created, total, unconfirmed):  # type: ignore[no-untyped-def]
+    return MetiPartialCreateError(cause, created, total, unconfirmed=unconfirmed)
 
 
 @dataclass(frozen=True)

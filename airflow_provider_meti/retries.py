@@ -1,22 +1,35 @@
-"""When and how long to retry a METI request (tenacity).
+"""When and how long to retry a METI request (tenacity), with one budget per call.
 
 Retried: no response at all (connection refused or dropped, timeouts), 429 and 5xx.
-Never retried: every other 4xx. Waits grow exponentially with jitter, a server's
-``Retry-After`` wins over the computed wait, and the whole sequence is bounded both by a
-number of retries and by a total time.
+Never retried: every other 4xx. Waits grow exponentially with jitter and a server's
+``Retry-After`` wins over the computed wait.
+
+A public client call (``get_source``, one page of a listing, one batch of a create) gets one
+:class:`CallBudget`. Every HTTP request the call makes runs through it, whichever layer asks:
+the call itself, the token fetch inside it, the lookup after a lost create. A request that
+keeps failing is sent at most ``max_retries + 1`` times in the call, and no retry starts after
+the call's ``max_retry_time`` deadline. An error that leaves the budget is final: no layer
+above retries it again, so retries never multiply.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import tenacity
 
 from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_FINAL = "_meti_retries_spent"
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -36,12 +49,27 @@ def may_have_been_processed(error: BaseException) -> bool:
     return isinstance(error, MetiApiError) and error.status_code not in (429, 503)
 
 
+def is_final(error: BaseException) -> bool:
+    """True for an error some layer has already retried as far as its budget allowed."""
+    return bool(getattr(error, _FINAL, False))
+
+
+def mark_final(error: BaseException) -> BaseException:
+    """Mark ``error`` so that no outer layer retries it; return it."""
+    setattr(error, _FINAL, True)
+    return error
+
+
+class CallCancelled(Exception):
+    """The call was cancelled (e.g. the task was interrupted) before this attempt started."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounds for retrying one request.
+    """Bounds for retrying within one call.
 
-    :param max_retries: retries after the first attempt
-    :param max_retry_time: seconds from the first attempt after which no retry starts
+    :param max_retries: retries after the first attempt of any one request
+    :param max_retry_time: seconds from the start of a call after which no retry starts
     :param initial_wait: first backoff (seconds); doubles each retry, with full jitter
     :param max_wait: longest single backoff (seconds)
     """
@@ -51,44 +79,124 @@ class RetryPolicy:
     initial_wait: float = 0.5
     max_wait: float = 30.0
 
-    def retrying(
-        self, *, retry_if: Callable[[BaseException], bool] = is_retryable
-    ) -> tenacity.Retrying:
-        """A tenacity ``Retrying`` that re-raises the last real error when it gives up."""
-        return tenacity.Retrying(
-            retry=tenacity.retry_if_exception(retry_if),
-            stop=self._should_stop,
+    def budget(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> CallBudget:
+        """A fresh budget for one call, its deadline counted from now.
+
+        :param clock: a monotonic clock (injectable in tests)
+        :param sleep: waits between attempts (default: ``time.sleep``, or a wait on
+            ``cancelled`` that ends early when the call is cancelled)
+        :param cancelled: when set, no further attempt starts
+        """
+        return CallBudget(self, clock=clock, sleep=sleep, cancelled=cancelled)
+
+
+class CallBudget:
+    """The retries one call may still make: per request, and against one deadline.
+
+    Thread-safe: the requests of one call may run on several threads.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], object] | None,
+        cancelled: threading.Event | None,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._deadline = clock() + policy.max_retry_time
+        self._cancelled = cancelled
+        if sleep is None:
+            sleep = cancelled.wait if cancelled is not None else time.sleep
+        self._sleep = sleep
+        self._failures: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self._deadline - self._clock()
+
+    def cancelled(self) -> bool:
+        """True once the call was cancelled."""
+        return self._cancelled is not None and self._cancelled.is_set()
+
+    def run(
+        self,
+        request: str,
+        call: Callable[[], T],
+        *,
+        retry_if: Callable[[BaseException], bool] = is_retryable,
+    ) -> T:
+        """``call()`` (one HTTP request, named ``request``), retried while the budget allows.
+
+        The error that ends the attempts is raised as it is, marked final.
+
+        :param request: names the request for counting, e.g. ``"GET /sources offset=0"``
+        :param call: sends the request
+        :param retry_if: which errors this request may be retried on
+        """
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda error: retry_if(error) and not is_final(error)
+            ),
+            stop=lambda state: self._should_stop(request, state),
             wait=self._wait_seconds,
+            sleep=self._wait,
             before_sleep=_log_retry,
             reraise=True,
         )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if self.cancelled():
+                        raise CallCancelled(f"{request}: cancelled before it was sent")
+                    return call()
+        except Exception as error:
+            mark_final(error)
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    def _backoff(self, retry_state: tenacity.RetryCallState) -> float:
-        jittered = tenacity.wait_random_exponential(multiplier=self.initial_wait, max=self.max_wait)
-        return float(jittered(retry_state))
+    def _wait(self, seconds: float) -> None:
+        self._sleep(seconds)
 
-    def _wait_seconds(self, retry_state: tenacity.RetryCallState) -> float:
-        retry_after = _retry_after(retry_state)
-        wait = retry_after if retry_after is not None else self._backoff(retry_state)
-        remaining = self.max_retry_time - (retry_state.seconds_since_start or 0.0)
-        return max(0.0, min(wait, remaining))
-
-    def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
-        if retry_state.attempt_number > self.max_retries:
+    def _should_stop(self, request: str, state: tenacity.RetryCallState) -> bool:
+        with self._lock:
+            self._failures[request] += 1
+            failures = self._failures[request]
+        if failures > self.policy.max_retries or self.cancelled():
             return True
-        elapsed = retry_state.seconds_since_start or 0.0
-        remaining = self.max_retry_time - elapsed
-        retry_after = _retry_after(retry_state)
+        remaining = self.remaining()
+        retry_after = _retry_after(state)
         # Waiting less than the server asked for would only earn another refusal.
         return remaining <= 0 or (retry_after is not None and retry_after > remaining)
 
+    def _wait_seconds(self, state: tenacity.RetryCallState) -> float:
+        retry_after = _retry_after(state)
+        wait = retry_after if retry_after is not None else self._backoff(state)
+        return max(0.0, min(wait, self.remaining()))
 
-def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
-    error = retry_state.outcome.exception() if retry_state.outcome else None
+    def _backoff(self, state: tenacity.RetryCallState) -> float:
+        policy = self.policy
+        jittered = tenacity.wait_random_exponential(
+            multiplier=policy.initial_wait, max=policy.max_wait
+        )
+        return float(jittered(state))
+
+
+def _retry_after(state: tenacity.RetryCallState) -> float | None:
+    error = state.outcome.exception() if state.outcome else None
     return getattr(error, "retry_after", None)
 
 
-def _log_retry(retry_state: tenacity.RetryCallState) -> None:
-    error = retry_state.outcome.exception() if retry_state.outcome else None
-    wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
-    log.warning("%s; retry %d in %.2f s", error, retry_state.attempt_number, wait)
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("%s; retry %d in %.2f s", error, state.attempt_number, wait)

@@ -29,7 +29,13 @@ from airflow_provider_meti.exceptions import (
 from airflow_provider_meti.hooks.meti import MetiHook, client_settings_from_connection
 from airflow_provider_meti.operators.meti import MetiDeleteSourceOperator
 from airflow_provider_meti.retries import RetryPolicy
-from tests.airflow_context import METI_CLIENT_ID, METI_CLIENT_SECRET, METI_EMAIL, METI_PASSWORD
+from tests.airflow_context import (
+    METI_CLIENT_ID,
+    METI_CLIENT_SECRET,
+    METI_EMAIL,
+    METI_PASSWORD,
+    make_context,
+)
 from tests.api_versions import v1_only, v2_only
 from tests.features import collection, square_feature
 
@@ -257,7 +263,9 @@ def test_delete_operator_by_alt_id(meti_connection, emulator, task_context):
     operator.render_template_fields({**task_context, "params": {"alt_id": "GONE"}})
     operator.execute(task_context)
     assert [source["alt_id"] for source in emulator.ledger.all()] == ["STAYS"]
-    operator.execute(task_context)  # nothing left: fine, missing_ok defaults to True
+    with pytest.raises(MetiNotFoundError):  # missing_ok defaults to False
+        operator.execute(task_context)
+    operator.execute(make_context(try_number=2))  # a retried try: an earlier one deleted it
 
 
 @v2_only

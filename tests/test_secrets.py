@@ -557,17 +557,19 @@ def test_the_verify_extra_names_the_ca_bundle_to_trust(monkeypatch, tls_server, 
 # --- redirects ---------------------------------------------------------------------------------
 
 
-def test_a_redirect_to_another_host_does_not_carry_the_token(monkeypatch, tiny_meti, task_context):
+def test_a_redirect_to_another_host_is_refused_before_anything_reaches_it(
+    monkeypatch, tiny_meti, task_context
+):
     # Two servers on 127.0.0.1 that the client knows by different host names.
     other = tiny_meti()
     other_url = f"http://localhost:{other.server_address[1]}"
     first = tiny_meti(redirect_to=other_url)
     set_connection(monkeypatch, host=f"http://127.0.0.1:{first.server_address[1]}")
 
-    source = MetiGetSourceOperator(task_id="get", source_id="src_0123456789abc").execute(
-        task_context
-    )
+    operator = MetiGetSourceOperator(task_id="get", source_id="src_0123456789abc")
+    with pytest.raises(MetiApiError, match=r"refused to follow a redirect .* another host"):
+        operator.execute(task_context)
 
-    assert source["id"] == "src_0123456789abc"  # the redirect was followed
     assert first.seen and all(auth == "Bearer tok-tiny-0123456789" for _, auth in first.seen)
-    assert other.seen and all(auth is None for _, auth in other.seen)
+    assert other.seen == []  # the request never went out
+    assert len(first.seen) == 1  # and was not retried
