@@ -102,6 +102,15 @@ def test_extras_are_read_and_validated(meti_connection):
     ("extra", "named"),
     [
         ({"timeout": "soon"}, "timeout"),
+        ({"timeout": "nan"}, "timeout"),
+        ({"timeout": "inf"}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -5}, "timeout"),
+        ({"max_retry_time": "inf"}, "max_retry_time"),
+        ({"max_retry_time": "-inf"}, "max_retry_time"),
+        ({"max_retry_time": "NaN"}, "max_retry_time"),
+        ({"token_refresh_margin": "nan"}, "token_refresh_margin"),
+        ({"timeout": True}, "timeout"),
         ({"max_retries": -1}, "max_retries"),
         ({"api_version": 3}, "api_version"),
         ({"allow_insecure_http": "maybe"}, "allow_insecure_http"),
@@ -114,6 +123,35 @@ def test_bad_extras_name_the_field(monkeypatch, extra, named):
     )
     with pytest.raises(MetiConfigError, match=named):
         MetiHook().get_conn()
+
+
+def test_a_changed_connection_replaces_and_closes_its_old_client(meti_connection, emulator):
+    old = MetiHook().get_conn()
+    closed: list[str] = []
+    old.close = lambda: closed.append("old")  # type: ignore[method-assign]
+    meti_connection(extra={"timeout": 9})  # e.g. a rotated secret
+    new = MetiHook().get_conn()
+    assert new is not old and new.settings.timeout == 9
+    assert closed == ["old"]
+    assert MetiHook().get_conn() is new
+
+
+def test_the_shared_clients_are_bounded_and_the_dropped_ones_closed(meti_connection, monkeypatch):
+    from airflow_provider_meti.hooks import meti as meti_hooks
+
+    assert meti_hooks.MAX_SHARED_CLIENTS == 32
+    monkeypatch.setattr(meti_hooks, "MAX_SHARED_CLIENTS", 3)
+    closed: list[str] = []
+    clients = {}
+    for name in ("a", "b", "c", "d", "e"):
+        meti_connection(f"meti_{name}")
+        client = clients[name] = MetiHook(f"meti_{name}").get_conn()
+        client.close = lambda name=name: closed.append(name)  # type: ignore[method-assign]
+        if name == "c":
+            MetiHook("meti_a").get_conn()  # a used again: b is now the least recently used
+    assert closed == ["b", "c"]
+    assert len(meti_hooks._clients) == 3
+    assert MetiHook("meti_a").get_conn() is clients["a"]
 
 
 def test_hooks_of_one_connection_share_a_client_and_its_token(meti_connection, emulator):

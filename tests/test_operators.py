@@ -96,11 +96,28 @@ def test_generic_operator_posts_json(meti_connection, emulator, task_context):
     assert stored_alt_ids(emulator) == ["P"]
 
 
-@pytest.mark.parametrize("endpoint", ["/token", "token", "/oauth/token/"])
-def test_generic_operator_refuses_the_token_endpoint(meti_connection, task_context, endpoint):
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "/token",
+        "token",
+        "/oauth/token/",
+        "//token",
+        "token/.",
+        "/./token",
+        "/sources/../token",
+        "/%74oken",
+        "/TOKEN?x=1",
+        "oauth//token",
+    ],
+)
+def test_generic_operator_refuses_the_token_endpoint(
+    meti_connection, emulator, task_context, endpoint
+):
     operator = MetiOperator(task_id="t", endpoint=endpoint, method="POST")
     with pytest.raises(MetiConfigError, match="XCom"):
         operator.execute(task_context)
+    assert emulator.stats()["requests"] == {}
 
 
 # MetiCreateSourcesOperator
@@ -295,26 +312,6 @@ def test_list_to_an_object_storage_path(meti_connection, emulator, task_context,
     assert len(json.loads((tmp_path / "sources.geojson").read_text())["features"]) == 3
 
 
-@pytest.fixture
-def memory_storage(monkeypatch):
-    """Registers fsspec's in-memory filesystem as Airflow object storage (``memory://``)."""
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    from tests.airflow_compat import filesystem_registry
-
-    airflow_filesystems = filesystem_registry()
-
-    monkeypatch.setitem(
-        airflow_filesystems._BUILTIN_SCHEME_TO_FS,
-        "memory",
-        lambda conn_id, options=None: MemoryFileSystem(),
-    )
-    airflow_filesystems._register_filesystems.cache_clear()
-    yield
-    airflow_filesystems._register_filesystems.cache_clear()
-    MemoryFileSystem.store.clear()
-
-
 def test_list_to_object_storage_writes_directly(
     meti_connection, emulator, task_context, memory_storage
 ):
@@ -375,9 +372,28 @@ def test_list_into_xcom_returns_the_sources(meti_connection, emulator, task_cont
 def test_list_into_xcom_refuses_more_than_max_items(meti_connection, emulator, task_context):
     emulator.ledger.seed(30)
     operator = MetiListSourcesOperator(task_id="l", page_size=10, max_items=25)
-    with pytest.raises(AirflowException, match="Set output_path"):
+    with pytest.raises(AirflowException, match="Use output_path"):
         operator.execute(task_context)
     assert listing_requests(emulator) == 3  # stopped as soon as the limit was passed
+
+
+def test_list_into_xcom_is_capped_by_size_not_count(meti_connection, emulator, task_context):
+    emulator.ledger.seed(30)
+    one_source = len(json.dumps(emulator.ledger.all()[0], separators=(",", ":")))
+    # Room for about 15 sources: the second page of 10 passes the cap.
+    operator = MetiListSourcesOperator(task_id="l", page_size=10, max_xcom_bytes=15 * one_source)
+    with pytest.raises(AirflowException, match=r"more than max_xcom_bytes=.*Use output_path"):
+        operator.execute(task_context)
+    assert listing_requests(emulator) == 2  # stopped as soon as the cap was passed
+    roomy = MetiListSourcesOperator(task_id="l", page_size=10, max_xcom_bytes=40 * one_source)
+    assert len(roomy.execute(task_context)) == 30
+
+
+def test_list_into_xcom_defaults_to_about_a_megabyte(meti_connection, emulator, task_context):
+    assert MetiListSourcesOperator(task_id="l").max_xcom_bytes == 1_000_000
+    emulator.ledger.seed(2000)  # full polygons: well over 1 MB of JSON, far under 10,000
+    with pytest.raises(AirflowException, match="max_xcom_bytes=1000000"):
+        MetiListSourcesOperator(task_id="l").execute(task_context)
 
 
 def test_list_passes_filters(meti_connection, emulator, task_context):
@@ -385,9 +401,12 @@ def test_list_passes_filters(meti_connection, emulator, task_context):
     b = square_feature("B", x=0, y=0.1)  # overlaps A: both are in conflict
     c = square_feature("C", x=5)
     emulator.ledger.create(collection(a, b, c))
-    operator = MetiListSourcesOperator(task_id="l", filters={"conflict": "{{ flag }}"})
-    operator.render_template_fields({**task_context, "flag": "true"})
-    assert sorted(source["alt_id"] for source in operator.execute(task_context)) == ["A", "B"]
+    emulator.ledger.seed(2, methodology="soil")
+    operator = MetiListSourcesOperator(task_id="l", filters={"methodology": "{{ kind }}"})
+    operator.render_template_fields({**task_context, "kind": "soil"})
+    listed = operator.execute(task_context)
+    assert [source["methodology"] for source in listed] == ["soil", "soil"]
+    assert {"A", "B", "C"}.isdisjoint(source["alt_id"] for source in listed)
 
 
 def test_list_by_project(meti_connection, emulator, task_context):
@@ -451,12 +470,14 @@ def test_delete_by_id(meti_connection, emulator, task_context):
     assert emulator.ledger.count() == 0
 
 
-def test_delete_missing_source(meti_connection, task_context):
+def test_delete_missing_source_fails_unless_told_or_retried(meti_connection, task_context):
     missing = "src_0000000000000"
-    MetiDeleteSourceOperator(task_id="d", source_id=missing).execute(task_context)
-    strict = MetiDeleteSourceOperator(task_id="d", source_id=missing, missing_ok=False)
-    with pytest.raises(MetiNotFoundError):
-        strict.execute(task_context)
+    with pytest.raises(MetiNotFoundError):  # a mistyped id must not pass silently
+        MetiDeleteSourceOperator(task_id="d", source_id=missing).execute(task_context)
+    lenient = MetiDeleteSourceOperator(task_id="d", source_id=missing, missing_ok=True)
+    lenient.execute(task_context)
+    # On a retried try, "already gone" means an earlier try deleted it.
+    MetiDeleteSourceOperator(task_id="d", source_id=missing).execute(make_context(try_number=2))
 
 
 @v1_only

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -23,10 +25,15 @@ if TYPE_CHECKING:
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
-# One client (and so one token) per connection configuration per process: hooks created by
-# many tasks or threads of one worker share it. The pid guards against a forked child
-# reusing its parent's sockets.
-_clients: dict[tuple[int, str], MetiClient] = {}
+log = logging.getLogger(__name__)
+
+# One client (and so one token) per connection id per process: hooks created by many tasks or
+# threads of one worker share it. When a connection's settings change (a rotated secret), its
+# client is replaced and closed; the least recently used clients beyond MAX_SHARED_CLIENTS are
+# closed too, so a long-lived triggerer keeps a bounded number of sessions. The pid guards
+# against a forked child reusing its parent's sockets.
+MAX_SHARED_CLIENTS = 32
+_clients: dict[tuple[int, str], tuple[str, MetiClient]] = {}  # oldest use first
 _clients_lock = threading.Lock()
 
 
@@ -126,6 +133,12 @@ class MetiHook(BaseHook):
         """Every source matching ``filters`` (e.g. ``project_id``), fetched page by page."""
         return self.get_conn().iter_sources(page_size=page_size, **filters)
 
+    def iter_source_pages(
+        self, *, page_size: int = 100, **filters: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages (lists) of the sources matching ``filters``: for streaming large extracts."""
+        return self.get_conn().iter_source_pages(page_size=page_size, **filters)
+
     def create_sources(
         self,
         feature_collection: Mapping[str, Any],
@@ -224,13 +237,24 @@ def _build_client(parts: Mapping[str, Any]) -> MetiClient:
 
 
 def _shared_client(conn_id: str, parts: Mapping[str, Any]) -> MetiClient:
-    fingerprint = hashlib.sha256(repr((conn_id, sorted(parts.items()))).encode()).hexdigest()
-    key = (os.getpid(), fingerprint)
+    fingerprint = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()
+    key = (os.getpid(), conn_id)
+    dropped: list[MetiClient] = []
     with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _build_client(parts)
-        return client
+        entry = _clients.pop(key, None)
+        if entry is not None and entry[0] == fingerprint:
+            _clients[key] = entry  # now the most recently used
+            return entry[1]
+        if entry is not None:
+            dropped.append(entry[1])  # the connection changed, e.g. a rotated secret
+        client = _build_client(parts)
+        _clients[key] = (fingerprint, client)
+        while len(_clients) > MAX_SHARED_CLIENTS:
+            dropped.append(_clients.pop(next(iter(_clients)))[1])
+    for old in dropped:
+        log.debug("Closing %r, no longer shared", old)
+        old.close()
+    return client
 
 
 def _replace_workers(settings: ClientSettings, max_workers: int) -> ClientSettings:
@@ -283,10 +307,12 @@ def _float_extra(
     value = extras.get(name, default)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
         raise MetiConfigError(
-            f"The METI connection extra {name!r} must be a number, got {value!r}."
-        ) from None
+            f"The METI connection extra {name!r} must be a finite number, got {value!r}."
+        )
     if number < minimum:
         raise MetiConfigError(
             f"The METI connection extra {name!r} must be at least {minimum}, got {value!r}."

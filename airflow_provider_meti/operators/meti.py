@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,7 +12,7 @@ from contextlib import contextmanager, suppress
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from airflow_provider_meti import geojson
@@ -22,6 +23,8 @@ from airflow_provider_meti.hooks.meti import MetiHook
 FEATURE_COLLECTION_EXTENSIONS = (".geojson", ".json")
 """``output_path`` suffixes written as one FeatureCollection; anything else is NDJSON."""
 TOKEN_ENDPOINTS = frozenset({"token", "oauth/token"})
+DEFAULT_MAX_XCOM_BYTES = 1_000_000
+"""Most JSON bytes of sources ``MetiListSourcesOperator`` returns through XCom."""
 
 
 class MetiOperator(BaseOperator):
@@ -219,10 +222,11 @@ class MetiListSourcesOperator(BaseOperator):
     ``.geojson`` or ``.json``, else one Feature per line (NDJSON). A local path (or
     ``file://`` URL) is written to a temporary sibling and renamed into place, so a failed
     extract never leaves a truncated file; object storage (``s3://`` and other
-    ``ObjectStoragePath`` URLs) cannot rename cheaply, so it is written directly and removed
-    if the extract fails. Returns ``{"path", "count"}`` (for a local file, its absolute
-    path). Without ``output_path`` the list of sources is returned, and more than
-    ``max_items`` of them fail the task.
+    ``ObjectStoragePath`` URLs) is written to a temporary sibling key and moved into place
+    when complete: a failed extract leaves the previous object as it was and no temporary
+    object behind. Returns ``{"path", "count"}`` (for a local file, its absolute path).
+    Without ``output_path`` the list of sources is returned through XCom; more than
+    ``max_xcom_bytes`` of JSON (or more than ``max_items`` sources) fail the task.
 
     :param methodology: only sources of this methodology
     :param steward_id: only sources of this steward
@@ -230,7 +234,9 @@ class MetiListSourcesOperator(BaseOperator):
     :param outcome_reporting_year: only sources of this reporting year
     :param filters: further query parameters; the named filters above take precedence
     :param page_size: sources per request
-    :param max_items: most sources returned through XCom (None: no limit)
+    :param max_items: most sources returned through XCom (None: no count limit)
+    :param max_xcom_bytes: most bytes of JSON returned through XCom (default about 1 MB;
+        None: no size limit, which your XCom backend may not thank you for)
     :param output_path: local path, ``file://`` URL or ``ObjectStoragePath`` (URL) to write to
     :param meti_conn_id: the Airflow connection id
     """
@@ -254,7 +260,8 @@ class MetiListSourcesOperator(BaseOperator):
         outcome_reporting_year: int | str | None = None,
         filters: Mapping[str, Any] | None = None,
         page_size: int = 1000,
-        max_items: int | None = 10_000,
+        max_items: int | None = None,
+        max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
         output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         meti_conn_id: str = MetiHook.default_conn_name,
         **kwargs: Any,
@@ -267,6 +274,7 @@ class MetiListSourcesOperator(BaseOperator):
         self.filters = filters
         self.page_size = page_size
         self.max_items = max_items
+        self.max_xcom_bytes = max_xcom_bytes
         self.output_path = output_path
         self.meti_conn_id = meti_conn_id
 
@@ -283,7 +291,8 @@ class MetiListSourcesOperator(BaseOperator):
             "project_id": self.project_id,
             "outcome_reporting_year": self.outcome_reporting_year,
         }
-        merged = {**(self.filters or {}), **named}
+        given = {key: value for key, value in named.items() if value not in (None, "")}
+        merged = {**(self.filters or {}), **given}  # a named filter left unset wins nothing
         return {key: value for key, value in merged.items() if value not in (None, "")}
 
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
@@ -291,7 +300,7 @@ class MetiListSourcesOperator(BaseOperator):
         query = self.query()
         self.log.info("Listing METI sources (filters: %s)", query or "none")
         pages = _ProgressLog(self.log).follow(
-            self.hook.get_conn().iter_source_pages(page_size=self.page_size, **query)
+            self.hook.iter_source_pages(page_size=self.page_size, **query)
         )
         if self.output_path:
             return self._write(self.output_path, pages)
@@ -299,13 +308,23 @@ class MetiListSourcesOperator(BaseOperator):
 
     def _collect(self, pages: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         sources: list[dict[str, Any]] = []
+        size = 2  # the brackets of the JSON array
         for page in pages:
             sources.extend(page)
             if self.max_items is not None and len(sources) > self.max_items:
                 raise AirflowException(
                     f"More than max_items={self.max_items} sources match; too many for XCom. "
-                    "Set output_path to stream them to a file (or object storage) instead."
+                    "Use output_path to stream them to a file (or object storage) instead."
                 )
+            if self.max_xcom_bytes is not None:
+                size += sum(len(_compact_json(source).encode()) + 1 for source in page)
+                if size > self.max_xcom_bytes:
+                    raise AirflowException(
+                        f"The {len(sources)} sources listed so far already take {size} bytes "
+                        f"of JSON, more than max_xcom_bytes={self.max_xcom_bytes}: too large "
+                        "for XCom. Use output_path to stream them to a file (or object "
+                        "storage) instead."
+                    )
         return sources
 
     def _write(
@@ -326,7 +345,9 @@ class MetiDeleteSourceOperator(BaseOperator):
 
     :param source_id: the METI source id (``src_...``)
     :param alt_id: your own id of the source (API v2 only)
-    :param missing_ok: succeed when there is nothing to delete
+    :param missing_ok: succeed when there is nothing to delete. Off by default, so that a
+        mistyped id fails; a retried try (``try_number > 1``) always treats "already gone"
+        as done, since an earlier try may have deleted it.
     :param meti_conn_id: the Airflow connection id
     """
 
@@ -337,7 +358,7 @@ class MetiDeleteSourceOperator(BaseOperator):
         *,
         source_id: str | None = None,
         alt_id: str | None = None,
-        missing_ok: bool = True,
+        missing_ok: bool = False,
         meti_conn_id: str = MetiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -355,10 +376,16 @@ class MetiDeleteSourceOperator(BaseOperator):
         return MetiHook(self.meti_conn_id)
 
     def execute(self, context: Context) -> None:
-        """Delete; a missing source is fine when ``missing_ok``."""
+        """Delete; a missing source is fine when ``missing_ok`` or on a retried try."""
         target = f"source {self.source_id}" if self.source_id else f"alt_id {self.alt_id!r}"
+        try_number = _try_number(context)
+        retried = try_number > 1
         self.log.info("Deleting %s from METI", target)
-        self.hook.delete_source(self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok)
+        if retried and not self.missing_ok:
+            self.log.info("Try %d: if it is already gone, an earlier try deleted it", try_number)
+        self.hook.delete_source(
+            self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok or retried
+        )
 
 
 # Writing extracts
@@ -411,8 +438,9 @@ def open_output(
 ) -> Iterator[tuple[IO[str], str]]:
     """Open ``output_path`` for writing text; yield the handle and the path to report.
 
-    Local files appear only complete (temporary sibling, then rename); object storage is
-    written directly and removed again when the block raises.
+    Files appear only complete: written to a temporary sibling, then moved into place (a
+    rename locally, a move on object storage). When the block raises, the previous file is
+    untouched and the temporary one is removed.
     """
     local = local_path(output_path)
     if local is not None:
@@ -462,13 +490,22 @@ def _atomic_local_file(path: Path) -> Iterator[IO[str]]:
 
 @contextmanager
 def _object_storage_file(target: ObjectStoragePath) -> Iterator[IO[str]]:
+    # fsspec uploads whatever was buffered when a file is closed, even on error: so the
+    # object written is a temporary sibling, and only a complete one is moved onto target.
+    partial = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+    fs = target.fs
     try:
-        with target.open("w", encoding="utf-8") as handle:
+        with partial.open("w", encoding="utf-8") as handle:
             yield handle
-    except BaseException:
-        with suppress(Exception):
-            target.unlink()
-        raise
+        fs.mv(_fs_path(partial), _fs_path(target))
+    finally:
+        with suppress(FileNotFoundError):  # moved into place, or never created
+            fs.rm_file(_fs_path(partial))
+
+
+def _fs_path(path: ObjectStoragePath) -> str:
+    """The path as the filesystem's own methods take it (e.g. ``bucket/key`` on S3)."""
+    return str(path.path)
 
 
 class _ProgressLog:
@@ -520,7 +557,9 @@ def _try_number(context: Context) -> int:
 
 
 def _refuse_token_endpoint(endpoint: str) -> None:
-    path = urlsplit(endpoint).path.strip("/").lower()
+    # The path as the request will reach it: "//token", "/./token" and "token/." all do.
+    raw = unquote(endpoint.split("?", 1)[0].split("#", 1)[0])
+    path = posixpath.normpath("/" + raw).strip("/").lower()
     if path in TOKEN_ENDPOINTS:
         raise MetiConfigError(
             f"MetiOperator does not call the token endpoint {endpoint!r}: its answer would "
