@@ -16,16 +16,16 @@ APITEST2: dict[str, Any] = {
         "type": "Polygon",
         "coordinates": [
             [
-                [-95.9915, 32.7767],
-                [-95.9915, 32.7706],
-                [-95.9850, 32.7706],
-                [-95.9850, 32.7767],
-                [-95.9915, 32.7767],
+                [-95.99151831445964, 32.776695443574994],
+                [-95.99151831445964, 32.77064374883592],
+                [-95.98497521320726, 32.77064374883592],
+                [-95.98497521320726, 32.776695443574994],
+                [-95.99151831445964, 32.776695443574994],
             ]
         ],
     },
 }
-"""The feature of METI's own documentation example."""
+"""The feature of METI's own documentation example, with the docs' full-precision coordinates."""
 
 
 def square_feature(
