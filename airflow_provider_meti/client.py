@@ -47,6 +47,14 @@ from airflow_provider_meti.retries import (
     may_have_been_processed,
 )
 
+_fast_decode: Callable[[bytes], Any] | None
+try:  # installed with every supported Airflow line; used only when present
+    from msgspec.json import Decoder as _JsonDecoder
+
+    _fast_decode = _JsonDecoder().decode
+except ImportError:  # pragma: no cover - plain json is the fallback
+    _fast_decode = None
+
 log = logging.getLogger(__name__)
 
 ENVELOPE_KEYS = ("data", "sources", "items", "results")
@@ -561,7 +569,7 @@ class MetiClient:
         if not response.content:
             return None
         try:
-            return response.json()
+            return _decode_json(response)
         except ValueError:
             raise MetiApiError(
                 f"expected a JSON body, got {self._redacted(content_summary(response))}",
@@ -652,6 +660,23 @@ class _BearerAuth(requests.auth.AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = self._header
         return request
+
+
+def _decode_json(response: requests.Response) -> Any:
+    """The parsed body.
+
+    In a task process, where Airflow keeps ~10^5 objects alive, the garbage collections that
+    ``json.loads`` triggers doubled the cost of decoding a 1,000-source page; msgspec's
+    decoder is about as quick as ``json.loads`` with the collector paused, and pauses
+    nothing. What it refuses (a byte-order mark, another charset, ``NaN``) goes to requests'
+    own decoding, which judges it as before.
+    """
+    if _fast_decode is not None:
+        try:
+            return _fast_decode(response.content)
+        except ValueError:
+            pass
+    return response.json()
 
 
 def _partial(
