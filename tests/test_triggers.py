@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import itertools
 import json
+import threading
 import time
 
 import pytest
@@ -22,13 +21,13 @@ def create(emulator, *features) -> list[str]:
     return [source["id"] for source in emulator.ledger.create(collection(*features))]
 
 
-def trigger(source_id: str, wait_for: str = "exists", *, within: float = 10.0, **kwargs):
+def trigger(source_id: str, wait_for: str = "exists", *, within: float = 60.0, **kwargs):
     return MetiSourceTrigger(
         meti_conn_id=kwargs.pop("meti_conn_id", "meti_default"),
         source_id=source_id,
         wait_for=wait_for,
         poll_interval=kwargs.pop("poll_interval", 0.05),
-        deadline=time.time() + within,
+        deadline=time.time() + within,  # generous: a loaded machine is slow, not wrong
     )
 
 
@@ -61,7 +60,7 @@ def run_with(trigger_, *background) -> list:
         await asyncio.gather(*tasks)
         return events
 
-    return asyncio.run(asyncio.wait_for(main(), 20))
+    return asyncio.run(asyncio.wait_for(main(), 120))
 
 
 def test_serialize_round_trips_plain_data_only():
@@ -171,23 +170,29 @@ def test_retryable_errors_are_outlasted(meti_connection, emulator):
     assert served_503s() >= 2
 
 
-def test_checks_never_block_the_event_loop(meti_connection, emulator):
-    # A full garbage collection of this big test process stops every thread for ~0.5 s;
-    # collect now, so that none falls due while the gaps are measured.
-    gc.collect()
+def test_checks_never_block_the_event_loop(meti_connection, emulator, monkeypatch):
+    # METI holds the trigger's check until another coroutine on the same loop releases it:
+    # a check that blocked the loop would never let that coroutine run.
     (source_id,) = create(emulator, square_feature("A"))
-    emulator.set_faults(rate=1.0, kinds=["latency"], latency=0.5, methods=["GET"])
-    ticks = []
+    in_flight, released = threading.Event(), threading.Event()
+    released_in_time: list[bool] = []
+    read_source = emulator.state.ledger.get
 
-    async def ticker():
-        for _ in range(8):
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.05)
+    def held_read(*args, **kwargs):
+        in_flight.set()
+        released_in_time.append(released.wait(60))
+        return read_source(*args, **kwargs)
 
-    (event,) = run_with(trigger(source_id), ticker())
+    monkeypatch.setattr(emulator.state.ledger, "get", held_read)
+
+    async def release_once_in_flight():
+        while not in_flight.is_set():
+            await asyncio.sleep(0.01)
+        released.set()
+
+    (event,) = run_with(trigger(source_id), release_once_in_flight())
     assert event.payload["status"] == "success"
-    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
-    assert max(gaps) < 0.3
+    assert released_in_time == [True]
 
 
 @pytest.mark.parametrize("wait_for", ["gone", ""])
