@@ -235,8 +235,10 @@ class MetiClient:
         previous_first_id = None
         while True:
             params = {**query, "limit": page_size, "offset": offset}
-            body = self._request("GET", "/sources", budget_for_page(), params=params)
-            page, total = _unwrap_page(body)
+            # No name for the reply body: it would keep this page alive during the next fetch.
+            page, total = _unwrap_page(
+                self._request("GET", "/sources", budget_for_page(), params=params)
+            )
             first_id, count = (page[0].get("id") if page else None), len(page)
             if first_id is not None and first_id == previous_first_id:
                 raise MetiApiError(
