@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite on each supported Airflow line, each in its own virtual environment.
 #
-#   scripts/matrix.sh                     2.11, 3.0 and 3.3, the whole suite
+#   scripts/matrix.sh                     2.11, 3.0, 3.1, 3.2 and 3.3, the whole suite
 #   scripts/matrix.sh 2.11 3.0            only these lines
 #   scripts/matrix.sh 3.0 -- -m "not e2e" pytest arguments after --
 #
@@ -18,12 +18,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-ALL_LINES=(2.11 3.0 3.3)
+ALL_LINES=(2.11 3.0 3.1 3.2 3.3)
 
 newest_release() {
     case "$1" in
         2.11) echo 2.11.2 ;;
         3.0) echo 3.0.6 ;;
+        3.1) echo 3.1.8 ;;
+        3.2) echo 3.2.2 ;;
         3.3) echo 3.3.2 ;;
         *) echo "unknown Airflow line: $1" >&2; return 1 ;;
     esac
