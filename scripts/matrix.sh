@@ -35,15 +35,20 @@ constraints_file() {
     if [ "$1" = 3.3 ]; then echo constraints.txt; else echo "constraints/airflow-$1.txt"; fi
 }
 
-# Airflow 3.0 puts no upper bounds on these, and today's releases break it: with FastAPI,
-# Cadwyn and Pydantic its execution API rejects task requests, with PyJWT its API server
-# cannot issue tokens, with universal-pathlib 0.3 ObjectStoragePath refuses most schemes.
-# These are the releases 3.0.6 shipped with.
+# Airflow 3.0 and 3.2 put no upper bounds on these, and today's releases break them. 3.0:
+# with FastAPI, Cadwyn and Pydantic its execution API rejects task requests, with PyJWT its
+# API server cannot issue tokens, with universal-pathlib 0.3 ObjectStoragePath refuses most
+# schemes; these are the releases 3.0.6 shipped with. 3.2: those 3.3.2 passes with.
 seed_pins() {
     case "$1" in
         3.0)
             echo "fastapi[standard]==0.116.1 cadwyn==5.4.4 starlette==0.47.2 pydantic==2.11.7"
             echo "pyjwt==2.10.1 universal-pathlib==0.2.6"
+            ;;
+        3.2)
+            # With FastAPI 0.165 and Cadwyn 9 its execution API fails to build its routes; with
+            # svcs 26 its in-process API (dag.test) finds no services registry.
+            echo "fastapi[standard]==0.136.3 cadwyn==7.0.0 svcs==25.1.0"
             ;;
     esac
 }
