@@ -62,6 +62,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # METI documents no alt_id filter on GET /sources, so finding what a lost create stored is one
 # scan of the account's listing, in the largest pages the API serves.
 LOOKUP_PAGE_SIZE = 1000
+# How often a thread waiting for parallel creates returns to Python to run signal handlers.
+INTERRUPT_CHECK_SECONDS = 0.1
 # What a listed source must show for the client to tell that it is one of our features.
 COMPARED_FIELDS = ("alt_id", "start_at", "end_at")
 
@@ -411,7 +413,7 @@ class MetiClient:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="meti-create")
         try:
             futures = [pool.submit(create, batch) for batch in batches]
-            wait(futures, return_when=FIRST_EXCEPTION)
+            _wait_interruptibly(futures)
         except BaseException as interrupt:  # a task timeout or SIGTERM in this thread
             cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -815,6 +817,20 @@ def _same_window(feature: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
         )
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def _wait_interruptibly(futures: Sequence[Future[None]]) -> None:
+    """Wait until every future is done or one failed, returning to Python now and then.
+
+    A process-directed signal (SIGALRM of a task timeout, SIGTERM) may land on a worker
+    thread; the main thread runs its handler only between bytecodes, so it must not block
+    in one long wait, or the handler would run only after every batch had been sent.
+    """
+    pending: set[Future[None]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=INTERRUPT_CHECK_SECONDS, return_when=FIRST_EXCEPTION)
+        if any(not future.cancelled() and future.exception() is not None for future in done):
+            return
 
 
 def _first_failure(futures: Sequence[Future[None]]) -> BaseException | None:

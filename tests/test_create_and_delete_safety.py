@@ -140,7 +140,12 @@ def alarm() -> Iterator[threading.Event]:
 
 
 def interrupt_at_post(client, number: int, fired: threading.Event) -> list[int]:
-    """Deliver SIGALRM to the process when the client starts its ``number``-th POST."""
+    """Deliver SIGALRM to the process when the client starts its ``number``-th POST.
+
+    The signal goes to the process, as a real timer's does, so any thread may receive it.
+    POSTs that reach this point after it (at most one per worker: in flight when the alarm
+    came) wait until the handler has run.
+    """
     started: list[int] = []
     lock = threading.Lock()
     original = client._post_features
@@ -151,8 +156,8 @@ def interrupt_at_post(client, number: int, fired: threading.Event) -> list[int]:
             current = len(started)
         if current == number:
             os.kill(os.getpid(), signal.SIGALRM)
-            if threading.current_thread() is not threading.main_thread():
-                fired.wait(30)  # the main thread has been interrupted; finish this POST
+        if current >= number and threading.current_thread() is not threading.main_thread():
+            assert fired.wait(60), "the main thread never ran the alarm's handler"
         return original(batch, budget)
 
     client._post_features = post
@@ -173,10 +178,12 @@ def test_an_interrupted_create_starts_no_new_post_and_reports_what_it_created(
     assert isinstance(caught.value.cause, TaskTimeout)
     stored = alt_ids_stored(emulator)
     assert sorted(item["alt_id"] for item in caught.value.created) == stored
-    # POSTs already in flight when the alarm came may finish; none starts after it.
+    # POSTs already in flight when the alarm came may finish (one per worker); no batch
+    # starts after it. (A worker may have picked its next batch in the instant between the
+    # handler and the cancellation: hence 2 per worker, against 30 without the promise.)
     posts = sent(emulator, "POST /sources")
     assert posts == len(stored) == len(started) - (1 if workers == 1 else 0)
-    assert posts <= 3 + workers
+    assert posts <= 3 + 2 * workers
     assert not any(t.name.startswith("meti-create") for t in threading.enumerate())
 
 
