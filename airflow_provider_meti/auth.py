@@ -198,7 +198,6 @@ class TokenManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: _CachedToken | None = None
-        self.tokens_fetched = 0
 
     def get(self, fetch: Callable[[], IssuedToken] | None = None) -> str:
         """A token that is valid for at least the renewal margin.
@@ -233,5 +232,4 @@ class TokenManager:
             self._on_new_token(issued.value)
         margin = min(self._margin, issued.expires_in * MAX_MARGIN_FRACTION)
         self._cached = _CachedToken(issued.value, started + issued.expires_in - margin)
-        self.tokens_fetched += 1
         return self._cached

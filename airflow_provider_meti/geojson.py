@@ -14,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from itertools import pairwise
@@ -163,6 +164,23 @@ def validate_feature_collection(fc: Mapping[str, Any]) -> list[dict[str, Any]]:
     if problems:
         raise MetiValidationError(problems)
     return list(fc["features"])
+
+
+@dataclass(frozen=True)
+class ValidFeatureCollection:
+    """The features of a collection that passed validation, in input order.
+
+    Passing one to ``create_sources`` skips a second validation of the same features.
+    """
+
+    features: tuple[dict[str, Any], ...]
+
+
+def validated(fc: Mapping[str, Any] | ValidFeatureCollection) -> ValidFeatureCollection:
+    """``fc`` checked once (see :func:`validate_feature_collection`)."""
+    if isinstance(fc, ValidFeatureCollection):
+        return fc
+    return ValidFeatureCollection(tuple(validate_feature_collection(fc)))
 
 
 def collection_problems(fc: Any) -> list[FeatureProblem]:

@@ -176,10 +176,10 @@ def test_v2_defaults_host_and_audience():
     parts = client_settings_from_connection(
         Connection(extra={"api_version": "2", "token_url": TENANT_TOKEN_URL})
     )
-    assert parts["api"] is API_V2
-    assert parts["settings"].base_url == "https://api.millpont.com"
+    assert parts.api is API_V2
+    assert parts.settings.base_url == "https://api.millpont.com"
     token_source = API_V2.token_source(
-        parts["settings"].base_url, "cid", "cs", token_url=parts["token_url"]
+        parts.settings.base_url, "cid", "cs", token_url=parts.token_url
     )
     assert token_source.audience == "https://api.meti.millpont.com"  # type: ignore[attr-defined]
 
@@ -321,9 +321,9 @@ def test_v1_token_request_and_source_route_are_unchanged():
     )
     responses.add(responses.GET, "https://api.meti.millpont.com/sources/", json={"id": "src_1"})
     parts = client_settings_from_connection(Connection(login="a@b.c", password="pw"))
-    assert parts["api"] is API_V1
-    token_source = API_V1.token_source(parts["settings"].base_url, "a@b.c", "pw")
-    settings = ClientSettings(base_url=parts["settings"].base_url, retry=NO_RETRY)
+    assert parts.api is API_V1
+    token_source = API_V1.token_source(parts.settings.base_url, "a@b.c", "pw")
+    settings = ClientSettings(base_url=parts.settings.base_url, retry=NO_RETRY)
     MetiClient(settings, token_source).get_source("src_1")
     token_call, source_call = responses.calls
     assert json.loads(token_call.request.body) == {"email": "a@b.c", "password": "pw"}

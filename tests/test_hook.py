@@ -85,7 +85,7 @@ def test_empty_host_means_the_real_service():
         extra_dejson: dict = {}
 
     parts = client_settings_from_connection(Conn())
-    assert parts["settings"].base_url == API_V1.default_base_url == "https://api.meti.millpont.com"
+    assert parts.settings.base_url == API_V1.default_base_url == "https://api.meti.millpont.com"
 
 
 def test_extras_are_read_and_validated(meti_connection):

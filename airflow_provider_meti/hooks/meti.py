@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_meti._compat import BaseHook, mask_secret
-from airflow_provider_meti.exceptions import MetiConfigError, MetiError
-from airflow_provider_meti.retries import RetryPolicy
+from airflow_provider_meti.exceptions import MetiError
 
 if TYPE_CHECKING:
     # Imported where a client is built instead: they pull in requests, and a DAG file that
     # only declares tasks should not pay for it at parse time.
-    from airflow_provider_meti.api import ApiVersion
-    from airflow_provider_meti.client import ClientSettings, MetiClient
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+    from airflow_provider_meti.client import MetiClient
+    from airflow_provider_meti.connection import ConnectionSettings
+    from airflow_provider_meti.geojson import ValidFeatureCollection
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +26,7 @@ log = logging.getLogger(__name__)
 # closed too, so a long-lived triggerer keeps a bounded number of sessions. The pid guards
 # against a forked child reusing its parent's sockets.
 MAX_SHARED_CLIENTS = 32
-_clients: dict[tuple[int, str], tuple[str, MetiClient]] = {}  # oldest use first
+_clients: dict[tuple[int, str], tuple[ConnectionSettings, MetiClient]] = {}  # oldest use first
 _clients_lock = threading.Lock()
 
 
@@ -103,11 +96,10 @@ class MetiHook(BaseHook):
             self._client = _shared_client(self.meti_conn_id, self._connection_settings())
         return self._client
 
-    def _connection_settings(self) -> dict[str, Any]:
-        connection = self.get_connection(self.meti_conn_id)
-        settings = client_settings_from_connection(connection)
+    def _connection_settings(self) -> ConnectionSettings:
+        settings = client_settings_from_connection(self.get_connection(self.meti_conn_id))
         if self.max_workers is not None:
-            settings["settings"] = _replace_workers(settings["settings"], self.max_workers)
+            settings = settings.with_max_workers(self.max_workers)
         return settings
 
     def get_token(self) -> str:
@@ -141,7 +133,7 @@ class MetiHook(BaseHook):
 
     def create_sources(
         self,
-        feature_collection: Mapping[str, Any],
+        feature_collection: Mapping[str, Any] | ValidFeatureCollection,
         *,
         batch_size: int | None = None,
         skip_existing: bool = False,
@@ -172,39 +164,14 @@ class MetiHook(BaseHook):
             return False, str(error)
 
 
-def client_settings_from_connection(connection: Any) -> dict[str, Any]:
-    """Everything needed to build a client from an Airflow ``Connection``.
+def client_settings_from_connection(connection: Any) -> ConnectionSettings:
+    """The ``ConnectionSettings`` of an Airflow ``Connection``.
 
-    Returns ``{"settings": ClientSettings, "api": ApiVersion, "login", "secret", "token_url",
-    "audience"}``. Raises ``MetiConfigError`` naming the first unusable field.
+    Raises ``MetiConfigError`` naming the first unusable field.
     """
-    from airflow_provider_meti.api import api_version
-    from airflow_provider_meti.client import ClientSettings
+    from airflow_provider_meti.connection import settings_from_connection
 
-    extras = _normalized_extras(connection.extra_dejson)
-    api = api_version(extras.get("api_version", 1))
-    retry = RetryPolicy(
-        max_retries=_int_extra(extras, "max_retries", RetryPolicy.max_retries, minimum=0),
-        max_retry_time=_float_extra(extras, "max_retry_time", RetryPolicy.max_retry_time),
-    )
-    settings = ClientSettings(
-        base_url=_base_url(connection, api),
-        timeout=_float_extra(extras, "timeout", ClientSettings.timeout),
-        verify=_verify_extra(extras),
-        allow_insecure_http=_bool_extra(extras, "allow_insecure_http", False),
-        token_refresh_margin=_float_extra(
-            extras, "token_refresh_margin", ClientSettings.token_refresh_margin, minimum=0.0
-        ),
-        retry=retry,
-    )
-    return {
-        "settings": settings,
-        "api": api,
-        "login": connection.login or "",
-        "secret": connection.password or "",
-        "token_url": extras.get("token_url") or None,
-        "audience": extras.get("audience") or None,
-    }
+    return settings_from_connection(connection)
 
 
 def client_from_connection(connection: Any) -> MetiClient:
@@ -216,39 +183,27 @@ def client_from_connection(connection: Any) -> MetiClient:
 
     :param connection: an Airflow ``Connection``
     """
-    parts = client_settings_from_connection(connection)
-    return _shared_client(connection.conn_id or "", parts)
+    return _shared_client(connection.conn_id or "", client_settings_from_connection(connection))
 
 
-def _build_client(parts: Mapping[str, Any]) -> MetiClient:
+def _build_client(parts: ConnectionSettings) -> MetiClient:
     from airflow_provider_meti.client import MetiClient
 
-    settings: ClientSettings = parts["settings"]
-    api: ApiVersion = parts["api"]
-    token_source = api.token_source(
-        settings.base_url,
-        parts["login"],
-        parts["secret"],
-        token_url=parts["token_url"],
-        audience=parts["audience"],
-        allow_insecure_http=settings.allow_insecure_http,
-    )
-    return MetiClient(settings, token_source, api=api, on_new_token=mask_secret)
+    return MetiClient(parts.settings, parts.token_source(), api=parts.api, on_new_token=mask_secret)
 
 
-def _shared_client(conn_id: str, parts: Mapping[str, Any]) -> MetiClient:
-    fingerprint = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()
+def _shared_client(conn_id: str, parts: ConnectionSettings) -> MetiClient:
     key = (os.getpid(), conn_id)
     dropped: list[MetiClient] = []
     with _clients_lock:
         entry = _clients.pop(key, None)
-        if entry is not None and entry[0] == fingerprint:
+        if entry is not None and entry[0] == parts:
             _clients[key] = entry  # now the most recently used
             return entry[1]
         if entry is not None:
             dropped.append(entry[1])  # the connection changed, e.g. a rotated secret
         client = _build_client(parts)
-        _clients[key] = (fingerprint, client)
+        _clients[key] = (parts, client)
         while len(_clients) > MAX_SHARED_CLIENTS:
             dropped.append(_clients.pop(next(iter(_clients)))[1])
     for old in dropped:
@@ -257,103 +212,7 @@ def _shared_client(conn_id: str, parts: Mapping[str, Any]) -> MetiClient:
     return client
 
 
-def _replace_workers(settings: ClientSettings, max_workers: int) -> ClientSettings:
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise MetiConfigError(f"max_workers must be a positive integer, got {max_workers!r}.")
-    return replace(settings, max_workers=max_workers)
-
-
 def _connection_type_info() -> dict[str, Any]:
     from airflow_provider_meti import get_provider_info
 
     return get_provider_info()["connection-types"][0]
-
-
-def _normalized_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
-    """Extras with the ``extra__meti__`` prefix of old connection forms removed."""
-    prefix = "extra__meti__"
-    normalized = {}
-    for key, value in extras.items():
-        name = key[len(prefix) :] if key.startswith(prefix) else key
-        if value not in (None, ""):
-            normalized[name] = value
-    return normalized
-
-
-def _base_url(connection: Any, api: ApiVersion) -> str:
-    """The base URL from ``host`` (a full URL), or from the URI form's host, port and path.
-
-    ``meti://http://user:pass@127.0.0.1:8765/meti/api`` arrives as host ``http://127.0.0.1``,
-    port 8765 and schema ``meti/api``; without a scheme in the host, https is meant.
-    """
-    host = (connection.host or "").strip()
-    if not host:
-        return api.default_base_url
-    if "://" not in host:
-        host = f"https://{host}"
-    parts = urlsplit(host)
-    netloc = parts.netloc
-    if connection.port and parts.port is None:
-        netloc = f"{netloc}:{connection.port}"
-    path = parts.path
-    if connection.schema:
-        path = path.rstrip("/") + "/" + connection.schema.strip("/")
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-def _float_extra(
-    extras: Mapping[str, Any], name: str, default: float, *, minimum: float = 0.001
-) -> float:
-    value = extras.get(name, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise MetiConfigError(
-            f"The METI connection extra {name!r} must be a finite number, got {value!r}."
-        )
-    if number < minimum:
-        raise MetiConfigError(
-            f"The METI connection extra {name!r} must be at least {minimum}, got {value!r}."
-        )
-    return number
-
-
-def _int_extra(extras: Mapping[str, Any], name: str, default: int, *, minimum: int) -> int:
-    value = extras.get(name, default)
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < minimum:
-        raise MetiConfigError(
-            f"The METI connection extra {name!r} must be an integer ≥ {minimum}, got {value!r}."
-        )
-    return int(value)
-
-
-def _bool_extra(extras: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = extras.get(name, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise MetiConfigError(
-        f"The METI connection extra {name!r} must be true or false, got {value!r}."
-    )
-
-
-def _verify_extra(extras: Mapping[str, Any]) -> bool | str:
-    value = extras.get("verify", True)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip()
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    if not os.path.exists(text):
-        raise MetiConfigError(
-            f"The METI connection extra 'verify' names a CA bundle that does not exist: {text!r}."
-        )
-    return text

@@ -1,0 +1,200 @@
+"""Creating many sources: batches in parallel, and no duplicate after a lost answer.
+
+METI never de-duplicates, so a POST whose answer was lost is not simply sent again: the
+listing is read first, and only the features it does not show are re-sent. When anything
+fails, the error names every source that was stored (``MetiPartialCreateError``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
+from airflow_provider_meti.replies import same_window, shows_compared_fields
+from airflow_provider_meti.retries import (
+    CallBudget,
+    CallCancelled,
+    mark_final,
+    may_have_been_processed,
+)
+
+# How often a thread waiting for parallel creates returns to Python to run signal handlers.
+INTERRUPT_CHECK_SECONDS = 0.1
+
+Created = dict[str, dict[str, str]]  # {alt_id: {"id", "alt_id"}}
+PostBatch = Callable[[list[dict[str, Any]], CallBudget], Created]
+LookUp = Callable[
+    [Sequence[Mapping[str, Any]], Callable[[], CallBudget]], tuple[Created, list[str]]
+]
+
+
+def find_stored(
+    features: Sequence[Mapping[str, Any]], pages: Iterable[list[dict[str, Any]]]
+) -> tuple[Created, list[str]]:
+    """Which ``features`` the listing ``pages`` show, and which it can neither confirm nor
+    rule out (sources listed without ``alt_id``, ``start_at`` or ``end_at``).
+
+    Stops reading pages once every feature is found.
+    """
+    wanted = {feature["id"]: feature for feature in features}
+    existing: Created = {}
+    provable = True
+    for page in pages:
+        for source in page:
+            if not shows_compared_fields(source):
+                provable = False
+                continue
+            alt_id = source["alt_id"]
+            feature = wanted.get(alt_id)
+            if feature is not None and alt_id not in existing and same_window(feature, source):
+                existing[alt_id] = {"id": source["id"], "alt_id": alt_id}
+        if len(existing) == len(wanted):
+            return existing, []
+    unconfirmed = [] if provable else [alt_id for alt_id in wanted if alt_id not in existing]
+    return existing, unconfirmed
+
+
+class BatchCreator:
+    """Sends batches of features, one retry budget each, on up to ``max_workers`` threads.
+
+    :param post: POSTs one batch within a budget; returns what it created
+    :param look_up: reads which features are stored (after an answer was lost)
+    :param new_budget: a fresh budget for one batch, stopped by the given cancel event
+    :param total: features in the whole collection (for the error's count)
+    :param already: features known to exist before this run
+    """
+
+    def __init__(
+        self,
+        *,
+        post: PostBatch,
+        look_up: LookUp,
+        new_budget: Callable[[threading.Event], CallBudget],
+        total: int,
+        already: Mapping[str, dict[str, str]],
+    ) -> None:
+        self._post = post
+        self._look_up = look_up
+        self._new_budget = new_budget
+        self._total = total
+        self._already = already
+        self._created: Created = {}
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def run(self, batches: list[list[dict[str, Any]]], max_workers: int) -> Created:
+        """Create every batch; return ``{alt_id: {"id", "alt_id"}}`` for what was created.
+
+        If the calling thread is interrupted, no further POST starts, POSTs in flight are
+        waited for, and ``MetiPartialCreateError`` lists what was stored.
+        """
+        workers = max(1, min(max_workers, len(batches)))
+        if workers == 1:
+            for batch in batches:
+                try:
+                    self._create(batch)
+                except BaseException as error:
+                    raise self._report(error) from error
+            return self._created
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="meti-create")
+        try:
+            futures = [pool.submit(self._create, batch) for batch in batches]
+            _wait_interruptibly(futures)
+        except BaseException as interrupt:  # a task timeout or SIGTERM in this thread
+            self._cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise self._report(interrupt) from interrupt
+        self._cancelled.set()  # after a failure: stop the other batches' retries, start no more
+        pool.shutdown(wait=True, cancel_futures=True)
+        failure = _first_failure(futures)
+        if failure is not None:
+            raise self._report(failure) from failure
+        return self._created
+
+    def _record(self, result: Mapping[str, dict[str, str]]) -> None:
+        with self._lock:
+            self._created.update(result)
+
+    def _report(self, error: BaseException) -> BaseException:
+        with self._lock:
+            so_far = {**self._already, **self._created}
+        return partial_error(error, so_far, self._total)
+
+    def _create(self, batch: list[dict[str, Any]]) -> None:
+        if not self._cancelled.is_set():
+            self._create_batch(batch, self._new_budget(self._cancelled))
+
+    def _create_batch(self, batch: list[dict[str, Any]], budget: CallBudget) -> None:
+        """POST one batch; after an ambiguous failure, look up what it stored first."""
+        pending = batch
+        outcome_unknown: MetiApiError | None = None
+
+        def attempt() -> None:
+            nonlocal pending, outcome_unknown
+            if outcome_unknown is not None:
+                existing, unconfirmed = self._look_up(pending, lambda: budget)
+                self._record(existing)
+                if unconfirmed:
+                    raise mark_final(unconfirmed_error(existing, unconfirmed, len(batch)))
+                pending = [feature for feature in pending if feature["id"] not in existing]
+                outcome_unknown = None
+                if not pending:
+                    return
+            try:
+                self._record(self._post(pending, budget))
+            except MetiApiError as error:
+                outcome_unknown = error if may_have_been_processed(error) else None
+                raise
+
+        budget.run(f"POST /sources [{batch[0]['id']}]", attempt)
+
+
+def partial_error(
+    error: BaseException, created: Mapping[str, dict[str, str]], total: int
+) -> BaseException:
+    """``error`` as a ``MetiPartialCreateError`` listing ``created``, when anything was."""
+    if isinstance(error, MetiPartialCreateError):
+        return MetiPartialCreateError(
+            error.cause, list(created.values()), total, unconfirmed=error.unconfirmed
+        )
+    if not created:
+        return error
+    return MetiPartialCreateError(error, list(created.values()), total)
+
+
+def unconfirmed_error(
+    found: Mapping[str, dict[str, str]], unconfirmed: list[str], total: int
+) -> MetiPartialCreateError:
+    """The error for features whose fate the listing cannot show."""
+    cause = MetiApiError(
+        "a create's answer was lost, and METI's listing shows no alt_id, start_at or end_at "
+        "for some sources, so it cannot show whether these features were stored; they were "
+        "not sent again",
+        method="GET",
+        path="/sources",
+    )
+    return MetiPartialCreateError(cause, list(found.values()), total, unconfirmed=unconfirmed)
+
+
+def _wait_interruptibly(futures: Sequence[Future[None]]) -> None:
+    """Wait until every future is done or one failed, returning to Python now and then.
+
+    A process-directed signal (SIGALRM of a task timeout, SIGTERM) may land on a worker
+    thread; the main thread runs its handler only between bytecodes, so it must not block
+    in one long wait, or the handler would run only after every batch had been sent.
+    """
+    pending: set[Future[None]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=INTERRUPT_CHECK_SECONDS, return_when=FIRST_EXCEPTION)
+        if any(not future.cancelled() and future.exception() is not None for future in done):
+            return
+
+
+def _first_failure(futures: Sequence[Future[None]]) -> BaseException | None:
+    """The first batch's error, not counting batches stopped because another failed."""
+    errors = [future.exception() for future in futures if not future.cancelled()]
+    real = [error for error in errors if error is not None]
+    return next((error for error in real if not isinstance(error, CallCancelled)), None)

@@ -1,0 +1,106 @@
+"""What METI's replies mean: listing pages, create answers, and whether a source is a feature.
+
+Pure functions over parsed JSON, shared by every transport. METI's documentation shows
+plain arrays; servers in front of it have wrapped them in an envelope, so both are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_meti import geojson
+from airflow_provider_meti.exceptions import MetiApiError
+
+ENVELOPE_KEYS = ("data", "sources", "items", "results")
+# What a listed source must show for the client to tell that it is one of our features.
+COMPARED_FIELDS = ("alt_id", "start_at", "end_at")
+
+
+def unwrap_page(body: Any) -> tuple[list[dict[str, Any]], int | None]:
+    """The list of sources in a listing response, and the total when the server gives one."""
+    if isinstance(body, list):
+        return _source_objects(body), None
+    if isinstance(body, dict):
+        for key in ENVELOPE_KEYS:
+            if isinstance(body.get(key), list):
+                total = body.get("total")
+                return _source_objects(body[key]), total if isinstance(total, int) else None
+    raise MetiApiError(
+        "expected a JSON array of sources or an object holding one under "
+        f"{', '.join(ENVELOPE_KEYS)}; got {type(body).__name__}",
+        method="GET",
+        path="/sources",
+    )
+
+
+def source_object(body: Any, path: str) -> dict[str, Any]:
+    """``body`` when it is a JSON object, as one source must be."""
+    if not isinstance(body, dict):
+        raise MetiApiError(
+            f"expected a source object, got {type(body).__name__}", method="GET", path=path
+        )
+    return body
+
+
+def created_ids(body: Any, features: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Map a create response to the features it answers, by ``alt_id``."""
+    alt_ids = [feature["id"] for feature in features]
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and len(features) == 1:
+        return {alt_ids[0]: {"id": body["id"], "alt_id": alt_ids[0]}}
+    items = body if isinstance(body, list) else None
+    if isinstance(body, dict):
+        items = next((body[key] for key in ENVELOPE_KEYS if isinstance(body.get(key), list)), None)
+    if items is None:
+        raise MetiApiError(
+            f"unrecognised create response for {len(features)} feature(s): expected "
+            '{"id": ...} for one feature or a list of {"id", "alt_id"} objects',
+            method="POST",
+            path="/sources",
+        )
+    created: dict[str, dict[str, str]] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            alt_id = item.get("alt_id", alt_ids[0] if len(features) == 1 else None)
+            if isinstance(alt_id, str) and alt_id in alt_ids:
+                created[alt_id] = {"id": item["id"], "alt_id": alt_id}
+    missing = [alt_id for alt_id in alt_ids if alt_id not in created]
+    if missing:
+        shown = ", ".join(repr(alt_id) for alt_id in missing[:10])
+        raise MetiApiError(
+            f"the create response names no source id for {len(missing)} feature(s): {shown}",
+            method="POST",
+            path="/sources",
+        )
+    return created
+
+
+def shows_compared_fields(source: Mapping[str, Any]) -> bool:
+    """True when a listed source shows what is needed to tell whether it is a feature."""
+    return all(source.get(name) for name in COMPARED_FIELDS)
+
+
+def same_window(feature: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
+    """True when a stored source has the feature's validity window."""
+    properties = feature.get("properties") or {}
+    try:
+        return geojson.parse_timestamp(source["start_at"]) == geojson.parse_timestamp(
+            properties["start_at"]
+        ) and geojson.parse_timestamp(source["end_at"]) == geojson.parse_timestamp(
+            properties["end_at"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _source_objects(items: list[Any]) -> list[dict[str, Any]]:
+    """``items`` when every one is a JSON object, as a source must be."""
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise MetiApiError(
+                f"expected a list of source objects, but item {index} of the page is "
+                f"{type(item).__name__}",
+                method="GET",
+                path="/sources",
+            )
+    return items
