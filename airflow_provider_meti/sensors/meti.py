@@ -22,6 +22,7 @@ from airflow_provider_meti._compat import (
     PokeReturnValue,
     default_deferrable,
 )
+from airflow_provider_meti.conditions import WaitFor, check_source, check_wait_for
 from airflow_provider_meti.exceptions import (
     MetiAuthError,
     MetiConfigError,
@@ -29,12 +30,7 @@ from airflow_provider_meti.exceptions import (
     MetiNotFoundError,
 )
 from airflow_provider_meti.hooks.meti import MetiHook
-from airflow_provider_meti.triggers.meti import (
-    MetiSourceTrigger,
-    WaitFor,
-    check_source,
-    check_wait_for,
-)
+from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 
 # Airflow's own deferral timeout is a safety net behind the trigger's deadline, so that the
 # trigger normally reports the timeout itself, with its clearer message.

@@ -4,71 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_meti._compat import BaseTrigger, TriggerEvent, aget_connection, to_thread
-from airflow_provider_meti.exceptions import MetiApiError, MetiError, MetiNotFoundError
+from airflow_provider_meti.conditions import CONDITION_TEXT, WaitFor, check_source, check_wait_for
+from airflow_provider_meti.exceptions import MetiApiError, MetiError
 from airflow_provider_meti.retries import is_retryable
 
 if TYPE_CHECKING:  # the client (and requests) loads when the trigger runs, not at DAG parse
     from airflow_provider_meti.client import MetiClient
-
-WaitFor = Literal["exists", "no_conflict", "resolved", "deleted"]
-WAIT_FOR_CONDITIONS: tuple[str, ...] = ("exists", "no_conflict", "resolved", "deleted")
-_CONDITION_TEXT = {
-    "exists": "found",
-    "no_conflict": "free of conflicts",
-    "resolved": "free of conflicts or withdrawn",
-    "deleted": "deleted",
-}
-
-
-def check_wait_for(wait_for: str) -> str:
-    """Return ``wait_for`` when it names a known condition; raise ``ValueError`` otherwise."""
-    if wait_for not in WAIT_FOR_CONDITIONS:
-        choices = ", ".join(repr(choice) for choice in WAIT_FOR_CONDITIONS)
-        raise ValueError(f"wait_for must be one of {choices}, got {wait_for!r}.")
-    return wait_for
-
-
-def check_source(
-    get_source: Callable[[str], dict[str, Any]], source_id: str, wait_for: str
-) -> tuple[bool, dict[str, Any] | None]:
-    """Look a source up once and say whether ``wait_for`` holds.
-
-    :param get_source: fetches one source, raising ``MetiNotFoundError`` on 404
-    :param source_id: the METI source id
-    :param wait_for: ``exists``, ``no_conflict`` (found and not in conflict), ``resolved``
-        (not in conflict, or deleted: a conflict may be settled by withdrawing the source)
-        or ``deleted``
-    :return: ``(condition met, the source or None when it does not exist)``
-    :raises MetiNotFoundError: waiting for ``no_conflict`` on a source that no longer exists
-    """
-    try:
-        source = get_source(source_id)
-    except MetiNotFoundError as error:
-        if wait_for in ("deleted", "resolved"):
-            return True, None
-        if wait_for == "no_conflict":
-            raise MetiNotFoundError(
-                f"source {source_id} does not exist (any more), so it can never become free "
-                f"of conflicts: {error.message}",
-                status_code=error.status_code,
-                method=error.method,
-                path=error.path,
-            ) from None
-        return False, None
-    if wait_for == "deleted":
-        return False, source
-    if wait_for in ("no_conflict", "resolved"):
-        return not in_conflict(source), source
-    return True, source
-
-
-def in_conflict(source: dict[str, Any]) -> bool:
-    """True when METI flags the source as overlapping another one."""
-    return bool(source.get("conflict") or source.get("conflict_with"))
 
 
 class MetiSourceTrigger(BaseTrigger):
@@ -167,7 +112,7 @@ class MetiSourceTrigger(BaseTrigger):
         return None if self.deadline is None else self.deadline - time.time()
 
     def _condition_text(self) -> str:
-        return _CONDITION_TEXT[self.wait_for]
+        return CONDITION_TEXT[self.wait_for]
 
     def _success(self, source: dict[str, Any] | None) -> dict[str, Any]:
         return {
