@@ -1,27 +1,41 @@
-"""Operators for the METI API: a generic call, and creating, reading, listing, deleting sources."""
+"""Operators for the METI API: a generic call, and creating, reading, listing, deleting sources.
+
+Longer than most modules here on purpose: like the apache providers, one module holds an
+integration's operators, and users import every one of them from this path. What they
+share is elsewhere (the hook; writers in ``outputs``).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import secrets
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
-from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
+from typing import Any
+from urllib.parse import unquote
 
 from airflow_provider_meti import geojson
 from airflow_provider_meti._compat import AirflowException, BaseOperator, Context, ObjectStoragePath
 from airflow_provider_meti.exceptions import MetiConfigError, MetiPartialCreateError
 from airflow_provider_meti.hooks.meti import MetiHook
+from airflow_provider_meti.outputs.features import (
+    FEATURE_COLLECTION_EXTENSIONS,
+    compact_json,
+    source_to_feature,
+    write_features,
+)
+from airflow_provider_meti.outputs.files import open_output, suffix
+from airflow_provider_meti.outputs.progress import ProgressLog
 
-FEATURE_COLLECTION_EXTENSIONS = (".geojson", ".json")
-"""``output_path`` suffixes written as one FeatureCollection; anything else is NDJSON."""
+__all__ = [
+    "MetiCreateSourcesOperator",
+    "MetiDeleteSourceOperator",
+    "MetiGetSourceOperator",
+    "MetiListSourcesOperator",
+    "MetiOperator",
+    "source_to_feature",
+    "write_features",
+]
 TOKEN_ENDPOINTS = frozenset({"token", "oauth/token"})
 DEFAULT_MAX_XCOM_BYTES = 1_000_000
 """Most JSON bytes of sources ``MetiListSourcesOperator`` returns through XCom."""
@@ -161,8 +175,8 @@ class MetiCreateSourcesOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, str]]:
         """Validate, then create (skipping what an earlier try stored); return the ids."""
-        collection = geojson.load_feature_collection(self.feature_collection)
-        features = geojson.validate_feature_collection(collection)
+        collection = geojson.validated(geojson.load_feature_collection(self.feature_collection))
+        features = collection.features
         try_number = _try_number(context)
         retrying = try_number > 1
         self.log.info("Registering %d features with METI (try %d)", len(features), try_number)
@@ -299,7 +313,7 @@ class MetiListSourcesOperator(BaseOperator):
         """Fetch every page; return the sources, or ``{"path", "count"}`` with ``output_path``."""
         query = self.query()
         self.log.info("Listing METI sources (filters: %s)", query or "none")
-        pages = _ProgressLog(self.log).follow(
+        pages = ProgressLog(self.log).follow(
             self.hook.iter_source_pages(page_size=self.page_size, **query)
         )
         if self.output_path:
@@ -317,7 +331,7 @@ class MetiListSourcesOperator(BaseOperator):
                     "Use output_path to stream them to a file (or object storage) instead."
                 )
             if self.max_xcom_bytes is not None:
-                size += sum(len(_compact_json(source).encode()) + 1 for source in page)
+                size += sum(len(compact_json(source).encode()) + 1 for source in page)
                 if size > self.max_xcom_bytes:
                     raise AirflowException(
                         f"The {len(sources)} sources listed so far already take {size} bytes "
@@ -332,7 +346,7 @@ class MetiListSourcesOperator(BaseOperator):
         output_path: str | os.PathLike[str] | ObjectStoragePath,
         pages: Iterable[list[dict[str, Any]]],
     ) -> dict[str, Any]:
-        as_collection = _suffix(output_path).lower() in FEATURE_COLLECTION_EXTENSIONS
+        as_collection = suffix(output_path).lower() in FEATURE_COLLECTION_EXTENSIONS
         with open_output(output_path) as (handle, shown_path):
             count = write_features(handle, pages, as_collection=as_collection)
         kind = "a FeatureCollection" if as_collection else "NDJSON"
@@ -386,169 +400,6 @@ class MetiDeleteSourceOperator(BaseOperator):
         self.hook.delete_source(
             self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok or retried
         )
-
-
-# Writing extracts
-
-
-def source_to_feature(source: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored source as a GeoJSON Feature: its polygon as geometry, the rest as properties."""
-    properties = dict(source)  # a copy minus two keys: 3x faster than a filtering comprehension
-    properties.pop("id", None)
-    properties.pop("geojson", None)
-    return {
-        "type": "Feature",
-        "id": source.get("id"),
-        "geometry": source.get("geojson"),
-        "properties": properties,
-    }
-
-
-def write_features(
-    handle: IO[str], pages: Iterable[list[dict[str, Any]]], *, as_collection: bool
-) -> int:
-    """Write sources as Features, page by page; return how many were written.
-
-    :param handle: a text file open for writing
-    :param pages: lists of sources
-    :param as_collection: one FeatureCollection document instead of one Feature per line
-    """
-    count = 0
-    if as_collection:
-        handle.write('{"type": "FeatureCollection", "features": [\n')
-    for page in pages:
-        if not page:
-            continue
-        lines = [_compact_json(source_to_feature(source)) for source in page]
-        if as_collection:
-            handle.write((",\n" if count else "") + ",\n".join(lines))
-        else:
-            handle.write("\n".join(lines) + "\n")
-        count += len(lines)
-        # Let go of this page before the next is fetched: one page in memory, not two.
-        del page, lines
-    if as_collection:
-        handle.write("\n]}\n")
-    return count
-
-
-@contextmanager
-def open_output(
-    output_path: str | os.PathLike[str] | ObjectStoragePath,
-) -> Iterator[tuple[IO[str], str]]:
-    """Open ``output_path`` for writing text; yield the handle and the path to report.
-
-    Files appear only complete: written to a temporary sibling, then moved into place (a
-    rename locally, a move on object storage). When the block raises, the previous file is
-    untouched and the temporary one is removed.
-    """
-    local = local_path(output_path)
-    if local is not None:
-        with _atomic_local_file(local) as handle:
-            yield handle, str(local)
-        return
-    target = (
-        output_path
-        if isinstance(output_path, ObjectStoragePath)
-        else ObjectStoragePath(os.fspath(output_path))
-    )
-    with _object_storage_file(target) as handle:
-        yield handle, str(target)
-
-
-def local_path(output_path: str | os.PathLike[str] | ObjectStoragePath) -> Path | None:
-    """The absolute local path ``output_path`` names, or None for object storage."""
-    if isinstance(output_path, ObjectStoragePath):
-        if output_path.protocol not in ("", "file", "local"):
-            return None
-        return Path(output_path.path).expanduser().absolute()
-    text = os.fspath(output_path)
-    if "://" not in text:
-        return Path(text).expanduser().absolute()
-    parts = urlsplit(text)
-    if parts.scheme not in ("file", "local"):
-        return None
-    if parts.netloc not in ("", "localhost"):
-        raise MetiConfigError(f"output_path {text!r} names a file on another host.")
-    return Path(url2pathname(parts.path)).absolute()
-
-
-@contextmanager
-def _atomic_local_file(path: Path) -> Iterator[IO[str]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        with partial.open("x", encoding="utf-8", newline="\n") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())  # the rename must never expose unwritten data
-        os.replace(partial, path)
-    finally:
-        with suppress(FileNotFoundError):
-            partial.unlink()
-
-
-@contextmanager
-def _object_storage_file(target: ObjectStoragePath) -> Iterator[IO[str]]:
-    # fsspec uploads whatever was buffered when a file is closed, even on error: so the
-    # object written is a temporary sibling, and only a complete one is moved onto target.
-    partial = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
-    fs = target.fs
-    try:
-        with partial.open("w", encoding="utf-8") as handle:
-            yield handle
-        fs.mv(_fs_path(partial), _fs_path(target))
-    finally:
-        with suppress(FileNotFoundError):  # moved into place, or never created
-            fs.rm_file(_fs_path(partial))
-
-
-def _fs_path(path: ObjectStoragePath) -> str:
-    """The path as the filesystem's own methods take it (e.g. ``bucket/key`` on S3)."""
-    return str(path.path)
-
-
-class _ProgressLog:
-    """Logs pages and sources seen, every 10 pages or every 5 seconds, whichever comes first."""
-
-    def __init__(self, log: Any, *, every_pages: int = 10, every_seconds: float = 5.0) -> None:
-        self._log = log
-        self._every_pages = every_pages
-        self._every_seconds = every_seconds
-
-    def follow(self, pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-        """Yield ``pages`` unchanged, logging progress along the way and a total at the end."""
-        started = last_logged_at = time.monotonic()
-        page_count = logged_pages = source_count = 0
-        for page in pages:
-            page_count += 1
-            source_count += len(page)
-            now = time.monotonic()
-            if (
-                page_count - logged_pages >= self._every_pages
-                or now - last_logged_at >= self._every_seconds
-            ):
-                self._log.info("Fetched %d pages, %d sources so far", page_count, source_count)
-                last_logged_at, logged_pages = now, page_count
-            yield page
-            del page  # not kept alive while the next page is fetched
-        elapsed = time.monotonic() - started
-        self._log.info("Fetched %d sources in %d pages (%.1f s)", source_count, page_count, elapsed)
-
-
-# One encoder for every line: json.dumps with options builds a new JSONEncoder on each call.
-_COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _compact_json(value: Any) -> str:
-    return _COMPACT_ENCODER.encode(value)
-
-
-def _suffix(output_path: str | os.PathLike[str] | ObjectStoragePath) -> str:
-    if isinstance(output_path, ObjectStoragePath):
-        return Path(output_path.path).suffix
-    text = os.fspath(output_path)
-    return Path(urlsplit(text).path if "://" in text else text).suffix
 
 
 def _try_number(context: Context) -> int:
