@@ -1,14 +1,16 @@
 """
 ### Extract every METI source once a day to a newline-delimited GeoJSON file
 
-1. **extract_filters** decides what to ask for: everything (the default), or, when the
+1. **wait_for_sources** asks METI for one source, every ten minutes in reschedule mode, until
+   the account has at least one: an empty account has nothing to extract yet.
+2. **extract_filters** decides what to ask for: everything (the default), or, when the
    `incremental` param is true, only the sources updated since the start of the run's data
    interval.
-2. **extract_sources** pages through `GET /sources` and streams each source as one GeoJSON
+3. **extract_sources** pages through `GET /sources` and streams each source as one GeoJSON
    Feature per line to `{output_dir}/meti_sources_{ds_nodash}.ndjson`. The sources never pass
    through XCom: only `{"path", "count"}` does. The task updates the asset
    `file://<default output_dir>`, so DAGs scheduled on it run after each extract.
-3. **summarise_extract** reads the file line by line and returns the source count, the total
+4. **summarise_extract** reads the file line by line and returns the source count, the total
    area in hectares and the sources METI flags as conflicting.
 
 **Params:** `meti_conn_id` (the Airflow connection), `output_dir` (default: the
@@ -24,13 +26,23 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_provider_meti._compat import ObjectStoragePath, Param, asset, dag, task
+try:
+    from airflow.sdk import Asset, ObjectStoragePath, Param, dag, task
+except ImportError:  # Airflow 2.11
+    from airflow.datasets import Dataset as Asset
+    from airflow.decorators import dag, task
+    from airflow.io.path import ObjectStoragePath
+    from airflow.models.param import Param
+
 from airflow_provider_meti.operators.meti import MetiListSourcesOperator
+from airflow_provider_meti.sensors.meti import MetiSensor
 
 log = logging.getLogger("airflow.task")
 
 DEFAULT_OUTPUT_DIR = os.environ.get("METI_EXTRACT_DIR", "/tmp/meti_extracts")
-EXTRACTS = asset(f"file://{DEFAULT_OUTPUT_DIR}")
+# [START howto_asset_meti_extract]
+EXTRACTS = Asset(f"file://{DEFAULT_OUTPUT_DIR}")  # a Dataset on Airflow 2.11
+# [END howto_asset_meti_extract]
 
 DEFAULT_ARGS = {
     "owner": "data-engineering",
@@ -93,6 +105,19 @@ def summarise_extract(extract: dict[str, Any]) -> dict[str, Any]:
     tags=["meti", "example"],
 )
 def meti_daily_extract() -> None:
+    # [START howto_sensor_meti]
+    has_sources = MetiSensor(
+        task_id="wait_for_sources",
+        meti_conn_id="{{ params.meti_conn_id }}",
+        endpoint="/sources",
+        request_params={"limit": 1},
+        response_check=lambda sources: len(sources) > 0,
+        mode="reschedule",  # frees the worker slot between checks
+        poke_interval=10 * 60,
+        timeout=6 * 60 * 60,
+    )
+    # [END howto_sensor_meti]
+    # [START howto_operator_meti_list_sources]
     extract = MetiListSourcesOperator(
         task_id="extract_sources",
         meti_conn_id="{{ params.meti_conn_id }}",
@@ -100,6 +125,8 @@ def meti_daily_extract() -> None:
         output_path="{{ params.output_dir }}/meti_sources_{{ ds_nodash }}.ndjson",
         outlets=[EXTRACTS],
     )
+    # [END howto_operator_meti_list_sources]
+    has_sources >> extract
     summarise_extract(extract.output)
 
 

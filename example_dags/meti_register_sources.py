@@ -30,7 +30,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_meti._compat import Param, dag, task
+try:
+    from airflow.sdk import Param, dag, task
+except ImportError:  # Airflow 2.11
+    from airflow.decorators import dag, task
+    from airflow.models.param import Param
+
 from airflow_provider_meti.hooks.meti import MetiHook
 from airflow_provider_meti.operators.meti import MetiCreateSourcesOperator
 from airflow_provider_meti.sensors.meti import MetiSourceSensor
@@ -110,12 +115,15 @@ def sensors_for_conflicts(summary: dict[str, Any], **context: Any) -> list[dict[
     tags=["meti", "example"],
 )
 def meti_register_sources() -> None:
+    # [START howto_operator_meti_create_sources]
     register = MetiCreateSourcesOperator(
         task_id="register_fields",
         meti_conn_id="{{ params.meti_conn_id }}",
         feature_collection=str(FIELDS_FILE),
     )
+    # [END howto_operator_meti_create_sources]
     summary = report_conflicts(register.output, meti_conn_id="{{ params.meti_conn_id }}")
+    # [START howto_sensor_meti_source_deferrable]
     MetiSourceSensor.partial(
         task_id="wait_for_conflict_resolution",
         meti_conn_id="{{ params.meti_conn_id }}",
@@ -123,6 +131,7 @@ def meti_register_sources() -> None:
         deferrable=True,
         map_index_template="{{ task.source_id }}",
     ).expand_kwargs(sensors_for_conflicts(summary))
+    # [END howto_sensor_meti_source_deferrable]
 
 
 meti_register_sources()

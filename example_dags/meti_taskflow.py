@@ -1,5 +1,5 @@
 """
-### The METI API from TaskFlow functions, through `MetiHook`
+### The METI API from TaskFlow functions, through `MetiHook`, and from single-call operators
 
 When no operator fits, call `MetiHook` from a `@task`. The hook turns the Airflow connection
 into a client that handles tokens, retries and timeouts, so a task only says what it wants:
@@ -8,8 +8,11 @@ into a client that handles tokens, retries and timeouts, so a task only says wha
    (safe to retry: a second try skips what the first one stored).
 2. **read_back** gets each source and returns the area METI computed for it.
 3. **list_pastures** lists sources with a filter and checks both pastures are there.
-4. **delete_pastures** deletes them again. It is a teardown task: it runs even when a task
-   before it fails, so the example never leaves sources behind.
+4. **get_north_pasture** (`MetiGetSourceOperator`) and **list_pasture_ids** (`MetiOperator`,
+   any endpoint) do the same kind of call without code of their own.
+5. **delete_north_pasture** (`MetiDeleteSourceOperator`) deletes the first pasture.
+6. **delete_pastures** deletes both (a source already gone is fine). It is a teardown task: it
+   runs even when a task before it fails, so the example never leaves sources behind.
 
 **Params:** `meti_conn_id` (the Airflow connection).
 """
@@ -21,8 +24,18 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_provider_meti._compat import Param, dag, task
+try:
+    from airflow.sdk import Param, dag, task
+except ImportError:  # Airflow 2.11
+    from airflow.decorators import dag, task
+    from airflow.models.param import Param
+
 from airflow_provider_meti.hooks.meti import MetiHook
+from airflow_provider_meti.operators.meti import (
+    MetiDeleteSourceOperator,
+    MetiGetSourceOperator,
+    MetiOperator,
+)
 
 log = logging.getLogger("airflow.task")
 
@@ -118,9 +131,36 @@ def delete_pastures(created: list[dict[str, str]], meti_conn_id: str) -> int:
 )
 def meti_taskflow() -> None:
     conn_id = "{{ params.meti_conn_id }}"
+    north_pasture_id = "{{ ti.xcom_pull(task_ids='create_pastures')[0]['id'] }}"
     created = create_pastures(conn_id, run_id="{{ run_id }}")
-    checks = [read_back(created, conn_id), list_pastures(created, conn_id)]
-    checks >> delete_pastures(created, conn_id).as_teardown(setups=created)
+
+    # [START howto_operator_meti_get_source]
+    get_north = MetiGetSourceOperator(
+        task_id="get_north_pasture",
+        meti_conn_id=conn_id,
+        source_id=north_pasture_id,
+    )
+    # [END howto_operator_meti_get_source]
+    # [START howto_operator_meti]
+    list_ids = MetiOperator(
+        task_id="list_pasture_ids",
+        meti_conn_id=conn_id,
+        endpoint="/sources",
+        request_params={"methodology": METHODOLOGY, "limit": 10},
+        response_filter=lambda sources: [source["id"] for source in sources],
+    )
+    # [END howto_operator_meti]
+    # [START howto_operator_meti_delete_source]
+    delete_north = MetiDeleteSourceOperator(
+        task_id="delete_north_pasture",
+        meti_conn_id=conn_id,
+        source_id=north_pasture_id,
+    )
+    # [END howto_operator_meti_delete_source]
+
+    checks = [read_back(created, conn_id), list_pastures(created, conn_id), get_north, list_ids]
+    created >> [get_north, list_ids]
+    checks >> delete_north >> delete_pastures(created, conn_id).as_teardown(setups=created)
 
 
 meti_taskflow()
