@@ -35,6 +35,21 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Retries for connection errors, timeouts, 429 and 5xx. Default 5.",
         "schema": {"type": ["integer", "null"]},
     },
+    "max_retry_time": {
+        "label": "Max retry time (seconds)",
+        "description": (
+            "No retry starts this long after a call (a page, a create batch) began. Default 120."
+        ),
+        "schema": {"type": ["number", "null"]},
+    },
+    "token_refresh_margin": {
+        "label": "Token refresh margin (seconds)",
+        "description": (
+            "Renew a token this long before it expires (at most a fifth of its lifetime). "
+            "Default 60."
+        ),
+        "schema": {"type": ["number", "null"]},
+    },
     "verify": {
         "label": "Verify TLS",
         "description": "true (default), false, or the path of a CA bundle.",

@@ -1,12 +1,20 @@
 """The one module that knows where Airflow 2.11 and Airflow 3.0 to 3.3 keep things.
 
-Everything else in the provider (and its example DAGs) imports Airflow names from here, so
-supporting another Airflow line means changing this file only.
+The provider's modules import Airflow names from here, so supporting another Airflow line
+means changing this file only. (Example DAGs import from ``airflow.sdk``, as users should.)
 
 Each name is looked up where the newest Airflow keeps it first, then where older lines kept
 it: Airflow 3.0 still has hooks, exceptions and the secret masker in its core package, and
 3.1 and 3.2 sit between, so a lookup by place is sturdier than one by version number. Type
 checking sees the newest Airflow's names only.
+
+Why not ``airflow.providers.common.compat.sdk``, which the apache providers use for the
+same lookups: its ``sdk`` module arrived in recent common-compat releases, so depending on it
+would make users of Airflow 2.11 and 3.0 upgrade a provider that their deployment's
+constraints pin, for about twenty names; and half of this module is what common-compat does
+not offer (``to_thread`` through asgiref on 3.0, ``aget_connection`` before 3.1,
+``default_deferrable``). The lookups here run on every supported line in CI. Lineage, where
+common-compat is the only public way in, is imported from it where it is installed.
 """
 
 from __future__ import annotations
@@ -29,9 +37,6 @@ def _version_tuple(version: str) -> tuple[int, int]:
 T = TypeVar("T")
 AIRFLOW_VERSION_TUPLE = _version_tuple(AIRFLOW_VERSION)
 AIRFLOW_V_3 = AIRFLOW_VERSION_TUPLE >= (3, 0)
-# Airflow 3.2 builds the connection form's extra fields from ``conn-fields`` in the provider
-# info; older lines build them from the hook's ``get_connection_form_widgets``.
-AIRFLOW_READS_CONN_FIELDS = AIRFLOW_VERSION_TUPLE >= (3, 2)
 ASSET_NAME = "Asset" if AIRFLOW_V_3 else "Dataset"
 
 
@@ -141,13 +146,39 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await sync_to_async(func, thread_sensitive=False)(*args, **kwargs)
 
 
+async def amask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's secret masker from a coroutine, without blocking.
+
+    Airflow 3.3's ``amask_secret`` tells the triggerer's supervisor asynchronously; older
+    lines get the blocking ``mask_secret`` in a thread (once per token, not per check).
+    """
+    try:
+        masker = import_first("amask_secret", "airflow.sdk.log")
+    except ImportError:
+        await to_thread(mask_secret, secret)
+        return
+    await masker(secret)
+
+
+async def aconnection_extras(connection: Connection) -> dict[str, Any]:
+    """A connection's extras (``extra_dejson``) read without blocking the event loop.
+
+    Reading them registers sensitive extras with the masker, which on Airflow 3 talks to the
+    supervisor: asynchronously with ``aextra_dejson`` (3.3), in a thread before that.
+    """
+    read = getattr(connection, "aextra_dejson", None)
+    if read is not None:
+        extras: dict[str, Any] = await read()
+        return extras
+    return await to_thread(lambda: dict(connection.extra_dejson))
+
+
 def default_deferrable() -> bool:
     """Airflow's ``[operators] default_deferrable`` setting."""
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
 __all__ = [
-    "AIRFLOW_READS_CONN_FIELDS",
     "AIRFLOW_VERSION",
     "AIRFLOW_VERSION_TUPLE",
     "AIRFLOW_V_3",
@@ -169,7 +200,9 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
+    "aconnection_extras",
     "aget_connection",
+    "amask_secret",
     "asset",
     "dag",
     "default_deferrable",
