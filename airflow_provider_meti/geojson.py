@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from fractions import Fraction
-from itertools import pairwise
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_meti.exceptions import FeatureProblem, MetiValidationError
+from airflow_provider_meti.rings import Point, ring_topology_reason
+from airflow_provider_meti.timestamps import parse_timestamp as parse_timestamp  # also public here
 
 MAX_ID_LENGTH = 50
 """``alt_id`` must be shorter than this (the ledger's ``length(alt_id) < 50``)."""
@@ -29,19 +28,6 @@ MIN_WINDOW = timedelta(days=1)
 """``end_at`` must be strictly later than ``start_at`` plus this."""
 MAX_POSITION_PROBLEMS_PER_RING = 10
 """Bad positions reported one by one per ring; the rest are counted in one summary."""
-
-_TIMESTAMP = re.compile(
-    r"""
-    (?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})
-    (?:[T\ ](?P<hour>\d{2}):(?P<minute>\d{2})
-        (?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?
-    )?
-    \s*(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2})?)?
-    """,
-    re.VERBOSE,
-)
-
-Point = tuple[float, float]
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -99,53 +85,6 @@ def _parse_json_object(text: str, *, where: str) -> dict[str, Any]:
 
 def _single_problem(where: str, reason: str) -> MetiValidationError:
     return MetiValidationError([FeatureProblem(None, None, where, reason)])
-
-
-# --- timestamps ----------------------------------------------------------------------------
-
-
-def parse_timestamp(value: str) -> datetime:
-    """Parse an ISO 8601 timestamp into an aware UTC datetime.
-
-    Accepts a trailing ``Z``, ``+HH:MM``/``+HHMM``/``+HH`` offsets, any number of fractional
-    digits (beyond microseconds they are truncated) and a bare date (midnight). A timestamp
-    without a zone is taken as UTC.
-
-    :param value: the timestamp text, e.g. ``"2024-11-01T16:25:00.000Z"``
-    :raises ValueError: the value is not a string or not an ISO 8601 timestamp
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    match = _TIMESTAMP.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(f"not an ISO 8601 timestamp: {value!r}")
-    parts = match.groupdict()
-    fraction = (parts["fraction"] or "0")[:6].ljust(6, "0")
-    try:
-        parsed = datetime(
-            int(parts["year"]),
-            int(parts["month"]),
-            int(parts["day"]),
-            int(parts["hour"] or 0),
-            int(parts["minute"] or 0),
-            int(parts["second"] or 0),
-            int(fraction),
-            tzinfo=_zone(parts["zone"]),
-        )
-        return parsed.astimezone(timezone.utc)
-    except (ValueError, OverflowError) as error:
-        raise ValueError(f"not a valid timestamp: {value!r} ({error})") from None
-
-
-def _zone(text: str | None) -> timezone:
-    if text is None or text in ("Z", "z"):
-        return timezone.utc
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
-    if hours > 23 or minutes > 59:
-        raise ValueError(f"offset out of range: {text}")
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -362,127 +301,6 @@ def _position_reason(position: Any) -> str | None:
     if not -90 <= lat <= 90:
         return f"latitude must be within [-90, 90], got {lat!r}"
     return None
-
-
-# --- ring topology -------------------------------------------------------------------------
-
-
-def ring_topology_reason(ring: Sequence[Point]) -> str | None:
-    """Why a closed ring is not a valid linear ring (``ST_IsValid``-like), or None if it is.
-
-    A ring needs at least three distinct corners, no spike (an edge folding back on the
-    previous one) and no two non-adjacent edges that cross or touch. Edges are swept in
-    order of their smallest x, so long rings stay fast.
-
-    :param ring: the ring's (x, y) positions, first equal to last
-    """
-    points, original_index = _without_repeats(ring)
-    segment_count = len(points) - 1
-    if segment_count < 3:
-        return f"ring has fewer than 3 distinct corners ({max(segment_count, 0)})"
-    clash = _first_clash(points, segment_count)
-    if clash is None:
-        return None
-    first, second = clash
-    return (
-        f"ring intersects itself: edge from position {original_index[first]} meets "
-        f"edge from position {original_index[second]}"
-    )
-
-
-def _without_repeats(ring: Sequence[Point]) -> tuple[list[Point], list[int]]:
-    points: list[Point] = []
-    original_index: list[int] = []
-    for index, point in enumerate(ring):
-        if not points or point != points[-1]:
-            points.append(point)
-            original_index.append(index)
-    return points, original_index
-
-
-def _first_clash(points: list[Point], count: int) -> tuple[int, int] | None:
-    if _sweep_along_y_is_cheaper(points):
-        # A mirror image keeps every crossing and touch, so sweep the transposed ring.
-        points = [(y, x) for x, y in points]
-    min_x = [min(points[i][0], points[i + 1][0]) for i in range(count)]
-    max_x = [max(points[i][0], points[i + 1][0]) for i in range(count)]
-    min_y = [min(points[i][1], points[i + 1][1]) for i in range(count)]
-    max_y = [max(points[i][1], points[i + 1][1]) for i in range(count)]
-    active: list[int] = []
-    for i in sorted(range(count), key=min_x.__getitem__):
-        left = min_x[i]
-        active = [j for j in active if max_x[j] >= left]
-        for j in active:
-            if max_y[j] < min_y[i] or min_y[j] > max_y[i]:
-                continue
-            if _edges_clash(points, count, i, j):
-                return (min(i, j), max(i, j))
-        active.append(i)
-    return None
-
-
-def _sweep_along_y_is_cheaper(points: list[Point]) -> bool:
-    """Compare how much of each axis' span the edges cover on average (lower sweeps faster)."""
-    xs = [x for x, _ in points]
-    ys = [y for _, y in points]
-    span_x = (max(xs) - min(xs)) or 1.0
-    span_y = (max(ys) - min(ys)) or 1.0
-    cover_x = sum(abs(b - a) for a, b in pairwise(xs)) / span_x
-    cover_y = sum(abs(b - a) for a, b in pairwise(ys)) / span_y
-    return cover_y < cover_x
-
-
-def _edges_clash(points: list[Point], count: int, i: int, j: int) -> bool:
-    if (i + 1) % count == j:
-        return _is_spike(points[i], points[i + 1], points[j + 1])
-    if (j + 1) % count == i:
-        return _is_spike(points[j], points[j + 1], points[i + 1])
-    return _segments_meet(points[i], points[i + 1], points[j], points[j + 1])
-
-
-def _is_spike(a: Point, shared: Point, c: Point) -> bool:
-    """True when edge shared->c runs back along edge a->shared."""
-    if orientation(a, shared, c) != 0:
-        return False
-    return (shared[0] - a[0]) * (c[0] - shared[0]) + (shared[1] - a[1]) * (c[1] - shared[1]) < 0
-
-
-def _segments_meet(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
-    d1 = orientation(q1, q2, p1)
-    d2 = orientation(q1, q2, p2)
-    d3 = orientation(p1, p2, q1)
-    d4 = orientation(p1, p2, q2)
-    if d1 * d2 < 0 and d3 * d4 < 0:
-        return True
-    return (
-        (d1 == 0 and _within_box(q1, q2, p1))
-        or (d2 == 0 and _within_box(q1, q2, p2))
-        or (d3 == 0 and _within_box(p1, p2, q1))
-        or (d4 == 0 and _within_box(p1, p2, q2))
-    )
-
-
-def _within_box(a: Point, b: Point, p: Point) -> bool:
-    return min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
-
-
-_ORIENTATION_ERROR_BOUND = 3.3306690738754716e-16  # (3 + 16 * eps) * eps, after Shewchuk
-
-
-def orientation(a: Point, b: Point, c: Point) -> int:
-    """Sign of the turn a -> b -> c: 1 left, -1 right, 0 collinear (exact).
-
-    The float determinant decides when it is clearly away from zero; otherwise the exact
-    rational value does, so touching edges are never missed through rounding.
-    """
-    left = (b[0] - a[0]) * (c[1] - a[1])
-    right = (b[1] - a[1]) * (c[0] - a[0])
-    det = left - right
-    if abs(det) > _ORIENTATION_ERROR_BOUND * (abs(left) + abs(right)):
-        return 1 if det > 0 else -1
-    ax, ay, bx, by, cx, cy = (Fraction(v) for v in (*a, *b, *c))
-    exact = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
-    return (exact > 0) - (exact < 0)
 
 
 # --- batching ------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_meti import geojson
 from airflow_provider_meti.exceptions import MetiApiError
+from airflow_provider_meti.timestamps import parse_timestamp
 
 ENVELOPE_KEYS = ("data", "sources", "items", "results")
 # What a listed source must show for the client to tell that it is one of our features.
@@ -84,11 +84,9 @@ def same_window(feature: Mapping[str, Any], source: Mapping[str, Any]) -> bool:
     """True when a stored source has the feature's validity window."""
     properties = feature.get("properties") or {}
     try:
-        return geojson.parse_timestamp(source["start_at"]) == geojson.parse_timestamp(
+        return parse_timestamp(source["start_at"]) == parse_timestamp(
             properties["start_at"]
-        ) and geojson.parse_timestamp(source["end_at"]) == geojson.parse_timestamp(
-            properties["end_at"]
-        )
+        ) and parse_timestamp(source["end_at"]) == parse_timestamp(properties["end_at"])
     except (KeyError, TypeError, ValueError):
         return False
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_meti import geojson
+from airflow_provider_meti import rings
 from airflow_provider_meti.exceptions import MetiValidationError
 from airflow_provider_meti.geojson import (
     as_feature_collection,
@@ -369,9 +369,9 @@ def test_a_20000_vertex_zigzag_is_swept_along_its_short_axis(corner, valid, monk
     zigzag = [[float(k % 2), k * 1e-4] for k in range(20_000)]
     ring = [[0.5, -1.0], *zigzag, [0.5, 3.0], list(corner), [0.5, -1.0]]
     choices: list[bool] = []
-    choose = geojson._sweep_along_y_is_cheaper
+    choose = rings._sweep_along_y_is_cheaper
     monkeypatch.setattr(
-        geojson,
+        rings,
         "_sweep_along_y_is_cheaper",
         lambda points: choices.append(choose(points)) or choices[-1],
     )

@@ -35,7 +35,8 @@ from airflow_provider_meti.emulator.geometry import (
     spheroid_area_m2,
 )
 from airflow_provider_meti.emulator.grid_index import GridIndex
-from airflow_provider_meti.geojson import parse_timestamp, validate_feature_collection
+from airflow_provider_meti.geojson import validate_feature_collection
+from airflow_provider_meti.timestamps import parse_timestamp
 
 COUNTRY = "XX"
 """Every source gets this country: the emulator plays one country covering the world."""

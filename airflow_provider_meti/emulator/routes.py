@@ -20,7 +20,7 @@ from airflow_provider_meti.emulator.faults import ADMIN_PREFIX, FaultPlan
 from airflow_provider_meti.emulator.ledger import SourceFilter
 from airflow_provider_meti.emulator.state import EmulatorState
 from airflow_provider_meti.exceptions import MetiValidationError
-from airflow_provider_meti.geojson import parse_timestamp
+from airflow_provider_meti.timestamps import parse_timestamp
 
 TOKEN_EXPIRED = "Token has expired. Please reauthenticate."
 SOURCE_NOT_FOUND = "Source not found."
