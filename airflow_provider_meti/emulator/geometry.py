@@ -3,6 +3,9 @@
 Everything works on GeoJSON-style rings of (longitude, latitude). Overlap questions are
 answered in a local metric frame centred on the polygon of interest, which is accurate to
 centimetres over field-sized areas and needs no GIS library.
+
+Slightly longer than most modules: area, centroid and the conflict test share the local
+frame and polygon types defined here.
 """
 
 from __future__ import annotations

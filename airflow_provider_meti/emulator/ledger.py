@@ -8,6 +8,9 @@ each other in ``conflict_with``; deleting a source releases its neighbours.
 Every source belongs to one account. Reads and deletes can be limited to an account (the API
 always limits them to the caller's); conflicts are found across accounts, since overlapping
 claims by different parties are what METI exists to flag.
+
+Longer than most modules on purpose: one lock guards storage, conflict marking and
+listing together, and splitting the class would split what that lock keeps consistent.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ for the v2 Auth0 tenant, and the ``/_emulator/`` admin routes.
 
 Each endpoint turns a :class:`Request` into a :class:`Response`; the transport (sockets,
 keep-alive, injected faults) lives in ``server.py``.
+
+Longer than most modules on purpose: every endpoint of the double and its route tables sit
+here, so a reader can check the whole emulated API surface against METI_API.md in one place.
 """
 
 from __future__ import annotations
