@@ -51,6 +51,7 @@ def import_first(name: str, *modules: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from airflow.providers.standard.operators.hitl import HITLBranchOperator
     from airflow.sdk import (
         DAG,
         Asset,
@@ -68,12 +69,15 @@ if TYPE_CHECKING:
     from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import (
         AirflowException,
+        AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         AirflowSkipException,
         TaskDeferred,
     )
     from airflow.sdk.log import mask_secret
+
+    HITL_AVAILABLE: bool
 else:
     _SDK = "airflow.sdk"
     _SDK_EXCEPTIONS = ("airflow.sdk.exceptions", "airflow.exceptions")
@@ -105,6 +109,8 @@ else:
         "airflow.utils.log.secrets_masker",
     )
 
+    AirflowFailException = import_first("AirflowFailException", *_SDK_EXCEPTIONS)
+
 
 def __getattr__(name: str) -> Any:
     # ``task`` loads the standard provider's Python operators (~12 ms); the provider's own
@@ -113,7 +119,38 @@ def __getattr__(name: str) -> Any:
         value = import_first("task", "airflow.sdk", "airflow.decorators")
         globals()[name] = value
         return value
+    if name in ("HITLBranchOperator", "HITL_AVAILABLE"):
+        # Loaded on first use too: only DAGs with a conflict review need the HITL operators.
+        branch_operator, available = _load_hitl_branch_operator()
+        globals().update(HITLBranchOperator=branch_operator, HITL_AVAILABLE=available)
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _load_hitl_branch_operator() -> tuple[type[Any], bool]:
+    """Airflow's ``HITLBranchOperator`` and True, or a stand-in that refuses to run and False.
+
+    Human-in-the-loop operators came with Airflow 3.1. On older lines the standard provider's
+    ``hitl`` module is missing or refuses to import, with an exception class that differs
+    between lines; hence the broad ``except``.
+    """
+    try:
+        from airflow.providers.standard.operators.hitl import HITLBranchOperator
+    except Exception:
+        pass
+    else:
+        return HITLBranchOperator, True
+
+    class HITLUnavailable(BaseOperator):
+        """Stands in where Airflow has no human-in-the-loop operators (before 3.1)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise AirflowException(
+                f"{type(self).__name__} needs Airflow 3.1 or newer (human-in-the-loop "
+                f"operators); this is Airflow {AIRFLOW_VERSION}."
+            )
+
+    return HITLUnavailable, False
 
 
 def asset(uri: str) -> Asset:
@@ -184,7 +221,9 @@ __all__ = [
     "AIRFLOW_V_3",
     "ASSET_NAME",
     "DAG",
+    "HITL_AVAILABLE",
     "AirflowException",
+    "AirflowFailException",
     "AirflowRescheduleException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
@@ -195,6 +234,7 @@ __all__ = [
     "BaseTrigger",
     "Connection",
     "Context",
+    "HITLBranchOperator",
     "ObjectStoragePath",
     "Param",
     "PokeReturnValue",
