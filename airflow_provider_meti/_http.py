@@ -1,20 +1,75 @@
-"""Small helpers for reading METI responses without leaking secrets."""
+"""Small helpers for reading METI responses without leaking secrets.
+
+They read any reply with ``headers``, ``text`` and ``json()``: a ``requests.Response``, or
+the :class:`ReadReply` the asyncio transport makes of an aiohttp response once its body is
+read. So both transports word errors and honour ``Retry-After`` the same way.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
 from urllib.parse import urlsplit
-
-import requests
 
 from airflow_provider_meti.exceptions import MetiConfigError
 
 
-def error_message(response: requests.Response) -> str:
+class Reply(Protocol):
+    """What the helpers read of an HTTP reply whose body has arrived."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive response headers."""
+        ...
+
+    @property
+    def content(self) -> bytes:
+        """The body, as received."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """The body, decoded."""
+        ...
+
+    def json(self) -> Any:
+        """The body, parsed; ``ValueError`` when it is not JSON."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReadReply:
+    """A reply whose body has been read (the asyncio transport's responses).
+
+    :param status: the HTTP status
+    :param headers: case-insensitive headers (aiohttp's ``CIMultiDictProxy``)
+    :param content: the body, as received
+    :param charset: the body's declared charset, if any
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+    charset: str | None = None
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.content.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def error_message(response: Reply) -> str:
     """The server's own explanation of an error response, kept short."""
     try:
         body = response.json()
@@ -28,7 +83,7 @@ def error_message(response: requests.Response) -> str:
     return f"unexpected response body ({content_summary(response)})"
 
 
-def content_summary(response: requests.Response) -> str:
+def content_summary(response: Reply) -> str:
     """Content type and the first characters of the body, for error messages."""
     kind = response.headers.get("Content-Type", "no content type").split(";")[0]
     text = " ".join(response.text.split())
@@ -36,9 +91,7 @@ def content_summary(response: requests.Response) -> str:
     return f"{kind}: {snippet!r}" if snippet else f"{kind}, empty body"
 
 
-def retry_after_seconds(
-    response: requests.Response, *, now: Callable[[], float] = time.time
-) -> float | None:
+def retry_after_seconds(response: Reply, *, now: Callable[[], float] = time.time) -> float | None:
     """``Retry-After`` in seconds, from either form (seconds or an HTTP date), or None.
 
     :param now: the current Unix time, for the date form

@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 
 import requests
 
-from airflow_provider_meti._http import content_summary, error_message, redact, retry_after_seconds
+from airflow_provider_meti._http import (
+    Reply,
+    content_summary,
+    error_message,
+    redact,
+    retry_after_seconds,
+)
 from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError
 
 DEFAULT_AUDIENCE = "https://api.meti.millpont.com"
@@ -48,6 +54,14 @@ class TokenSource(Protocol):
         """Request one token; raise MetiAuthError for rejected credentials."""
         ...
 
+    def request_body(self) -> dict[str, str]:
+        """The JSON body of a token request (holds the secret: never log it)."""
+        ...
+
+    def issued_token(self, payload: Any) -> IssuedToken:
+        """The token in the endpoint's parsed JSON reply; ``MetiAuthError`` when there is none."""
+        ...
+
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs or errors."""
         ...
@@ -62,11 +76,16 @@ class EmailPasswordAuth:
     password: str
 
     def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
-        payload = _post_token_request(session, self.token_url, self._body, timeout, self.secrets)
-        return _issued_token(payload, token_key="token", url=self.token_url)
+        payload = _post_token_request(
+            session, self.token_url, self.request_body, timeout, self.secrets
+        )
+        return self.issued_token(payload)
 
-    def _body(self) -> dict[str, str]:
+    def request_body(self) -> dict[str, str]:
         return {"email": self.email, "password": self.password}
+
+    def issued_token(self, payload: Any) -> IssuedToken:
+        return _issued_token(payload, token_key="token", url=self.token_url)
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password,)
@@ -85,10 +104,15 @@ class ClientCredentialsAuth:
     audience: str = DEFAULT_AUDIENCE
 
     def fetch(self, session: requests.Session, timeout: float | tuple[float, float]) -> IssuedToken:
-        payload = _post_token_request(session, self.token_url, self._body, timeout, self.secrets)
+        payload = _post_token_request(
+            session, self.token_url, self.request_body, timeout, self.secrets
+        )
+        return self.issued_token(payload)
+
+    def issued_token(self, payload: Any) -> IssuedToken:
         return _issued_token(payload, token_key="access_token", url=self.token_url)
 
-    def _body(self) -> dict[str, str]:
+    def request_body(self) -> dict[str, str]:
         return {
             "client_id": self.client_id,
             "client_secret": self.client_secret,
@@ -118,27 +142,42 @@ def _post_token_request(
     # would show them.
     # Redirects are refused: a token endpoint that redirects would carry credentials elsewhere.
     response = session.post(url, json=body(), timeout=timeout, allow_redirects=False)
+    return token_payload(response.status_code, response, url, secrets)
+
+
+def token_payload(
+    status: int, reply: Reply, url: str, secrets: Callable[[], tuple[str, ...]]
+) -> Any:
+    """The parsed JSON of a token endpoint's reply, whichever transport received it.
+
+    :param status: the reply's HTTP status
+    :param reply: the reply, its body read
+    :param url: the token endpoint (only its path is quoted in errors)
+    :param secrets: the values to redact from the server's message
+    :raises MetiAuthError: the credentials were refused, or the body is not JSON
+    :raises MetiApiError: any other error status (retryable when 429 or 5xx)
+    """
     path = urlsplit(url).path or "/"
-    if response.status_code in (400, 401, 403):
-        detail = redact(error_message(response), secrets())
+    if status in (400, 401, 403):
+        detail = redact(error_message(reply), secrets())
         raise MetiAuthError(
-            f"METI authentication failed at {path} (HTTP {response.status_code}): {detail}. "
+            f"METI authentication failed at {path} (HTTP {status}): {detail}. "
             "Check the connection's login and password."
         )
-    if response.status_code >= 300:
+    if status >= 300:
         raise MetiApiError(
-            redact(error_message(response), secrets()),
-            status_code=response.status_code,
+            redact(error_message(reply), secrets()),
+            status_code=status,
             method="POST",
             path=path,
-            retry_after=retry_after_seconds(response),
+            retry_after=retry_after_seconds(reply),
         )
     try:
-        return response.json()
+        return reply.json()
     except ValueError:
         raise MetiAuthError(
-            f"METI token endpoint {path} answered HTTP {response.status_code} with a body that "
-            f"is not JSON ({content_summary(response)})."
+            f"METI token endpoint {path} answered HTTP {status} with a body that "
+            f"is not JSON ({content_summary(reply)})."
         ) from None
 
 
@@ -169,9 +208,18 @@ def _issued_token(payload: Any, *, token_key: str, url: str) -> IssuedToken:
 
 
 @dataclass(frozen=True)
-class _CachedToken:
+class CachedToken:
+    """A token and the monotonic time at which it is to be renewed."""
+
     value: str
     renew_at: float
+
+    @classmethod
+    def of(cls, issued: IssuedToken, *, requested_at: float, margin: float) -> CachedToken:
+        """Cache ``issued``, requested at ``requested_at``, to be renewed ``margin`` s early
+        (at most a fifth of its lifetime)."""
+        margin = min(margin, issued.expires_in * MAX_MARGIN_FRACTION)
+        return cls(issued.value, requested_at + issued.expires_in - margin)
 
 
 class TokenManager:
@@ -197,7 +245,7 @@ class TokenManager:
         self._on_new_token = on_new_token
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: _CachedToken | None = None
+        self._cached: CachedToken | None = None
 
     def get(self, fetch: Callable[[], IssuedToken] | None = None) -> str:
         """A token that is valid for at least the renewal margin.
@@ -225,11 +273,10 @@ class TokenManager:
         cached = self._cached
         return cached.value if cached else None
 
-    def _renew(self, fetch: Callable[[], IssuedToken]) -> _CachedToken:
+    def _renew(self, fetch: Callable[[], IssuedToken]) -> CachedToken:
         started = self._clock()
         issued = fetch()
         if self._on_new_token is not None:
             self._on_new_token(issued.value)
-        margin = min(self._margin, issued.expires_in * MAX_MARGIN_FRACTION)
-        self._cached = _CachedToken(issued.value, started + issued.expires_in - margin)
+        self._cached = CachedToken.of(issued, requested_at=started, margin=self._margin)
         return self._cached

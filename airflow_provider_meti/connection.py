@@ -62,12 +62,18 @@ class ConnectionSettings:
         return replace(self, settings=replace(self.settings, max_workers=max_workers))
 
 
-def settings_from_connection(connection: Any) -> ConnectionSettings:
+def settings_from_connection(
+    connection: Any, *, extras: Mapping[str, Any] | None = None
+) -> ConnectionSettings:
     """The settings of an Airflow ``Connection``.
 
     Raises ``MetiConfigError`` naming the first unusable field.
+
+    :param connection: the connection
+    :param extras: its extras when already read (a trigger reads them asynchronously);
+        default ``connection.extra_dejson``
     """
-    extras = _normalized_extras(connection.extra_dejson)
+    extras = _normalized_extras(connection.extra_dejson if extras is None else extras)
     api = api_version(extras.get("api_version", 1))
     retry = RetryPolicy(
         max_retries=_int_extra(extras, "max_retries", RetryPolicy.max_retries, minimum=0),

@@ -10,17 +10,21 @@ the call itself, the token fetch inside it, the lookup after a lost create. A re
 keeps failing is sent at most ``max_retries + 1`` times in the call, and no retry starts after
 the call's ``max_retry_time`` deadline. An error that leaves the budget is final: no layer
 above retries it again, so retries never multiply.
+
+:class:`AsyncCallBudget` is the same budget for coroutines (tenacity's ``AsyncRetrying``):
+the same classification, backoff, ``Retry-After`` and deadline, awaited instead of slept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 
@@ -95,28 +99,36 @@ class RetryPolicy:
         """
         return CallBudget(self, clock=clock, sleep=sleep, cancelled=cancelled)
 
+    def async_budget(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> AsyncCallBudget:
+        """A fresh budget for one call made by coroutines, its deadline counted from now.
 
-class CallBudget:
-    """The retries one call may still make: per request, and against one deadline.
+        Cancelling the coroutine that runs it cancels the call: no ``cancelled`` event needed.
 
-    Thread-safe: the requests of one call may run on several threads.
-    """
+        :param clock: a monotonic clock (injectable in tests)
+        :param sleep: awaits the wait between attempts (default ``asyncio.sleep``)
+        """
+        return AsyncCallBudget(self, clock=clock, sleep=sleep)
+
+
+class _Budget:
+    """What both budgets share: attempts counted per request, one deadline, the waits."""
 
     def __init__(
         self,
         policy: RetryPolicy,
         *,
         clock: Callable[[], float],
-        sleep: Callable[[float], object] | None,
-        cancelled: threading.Event | None,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.policy = policy
         self._clock = clock
         self._deadline = clock() + policy.max_retry_time
         self._cancelled = cancelled
-        if sleep is None:
-            sleep = cancelled.wait if cancelled is not None else time.sleep
-        self._sleep = sleep
         self._failures: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -128,44 +140,19 @@ class CallBudget:
         """True once the call was cancelled."""
         return self._cancelled is not None and self._cancelled.is_set()
 
-    def run(
-        self,
-        request: str,
-        call: Callable[[], T],
-        *,
-        retry_if: Callable[[BaseException], bool] = is_retryable,
-    ) -> T:
-        """``call()`` (one HTTP request, named ``request``), retried while the budget allows.
-
-        The error that ends the attempts is raised as it is, marked final.
-
-        :param request: names the request for counting, e.g. ``"GET /sources offset=0"``
-        :param call: sends the request
-        :param retry_if: which errors this request may be retried on
-        """
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(
+    def _retrying_arguments(
+        self, request: str, retry_if: Callable[[BaseException], bool]
+    ) -> dict[str, Any]:
+        """tenacity's arguments for one request: what is retried, when to stop, how long to wait."""
+        return {
+            "retry": tenacity.retry_if_exception(
                 lambda error: retry_if(error) and not is_final(error)
             ),
-            stop=lambda state: self._should_stop(request, state),
-            wait=self._wait_seconds,
-            sleep=self._wait,
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    if self.cancelled():
-                        raise CallCancelled(f"{request}: cancelled before it was sent")
-                    return call()
-        except Exception as error:
-            mark_final(error)
-            raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    def _wait(self, seconds: float) -> None:
-        self._sleep(seconds)
+            "stop": lambda state: self._should_stop(request, state),
+            "wait": self._wait_seconds,
+            "before_sleep": _log_retry,
+            "reraise": True,
+        }
 
     def _should_stop(self, request: str, state: tenacity.RetryCallState) -> bool:
         with self._lock:
@@ -189,6 +176,105 @@ class CallBudget:
             multiplier=policy.initial_wait, max=policy.max_wait
         )
         return float(jittered(state))
+
+
+class CallBudget(_Budget):
+    """The retries one call may still make: per request, and against one deadline.
+
+    Thread-safe: the requests of one call may run on several threads.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], object] | None,
+        cancelled: threading.Event | None,
+    ) -> None:
+        super().__init__(policy, clock=clock, cancelled=cancelled)
+        if sleep is None:
+            sleep = cancelled.wait if cancelled is not None else time.sleep
+        self._sleep = sleep
+
+    def run(
+        self,
+        request: str,
+        call: Callable[[], T],
+        *,
+        retry_if: Callable[[BaseException], bool] = is_retryable,
+    ) -> T:
+        """``call()`` (one HTTP request, named ``request``), retried while the budget allows.
+
+        The error that ends the attempts is raised as it is, marked final.
+
+        :param request: names the request for counting, e.g. ``"GET /sources offset=0"``
+        :param call: sends the request
+        :param retry_if: which errors this request may be retried on
+        """
+        retrying = tenacity.Retrying(
+            sleep=self._wait, **self._retrying_arguments(request, retry_if)
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if self.cancelled():
+                        raise CallCancelled(f"{request}: cancelled before it was sent")
+                    return call()
+        except Exception as error:
+            mark_final(error)
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class AsyncCallBudget(_Budget):
+    """:class:`CallBudget` for coroutines: the same rules, waits awaited.
+
+    Meant for the coroutines of one event loop. Cancelling the awaiting task cancels the
+    attempt in flight or the wait, at once; ``CancelledError`` is never retried.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(policy, clock=clock)
+        self._sleep = sleep
+
+    async def run(
+        self,
+        request: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        retry_if: Callable[[BaseException], bool] = is_retryable,
+    ) -> T:
+        """``await call()`` (one HTTP request, named ``request``), retried while the budget
+        allows; the error that ends the attempts is raised as it is, marked final.
+
+        :param request: names the request for counting
+        :param call: sends the request
+        :param retry_if: which errors this request may be retried on
+        """
+        retrying = tenacity.AsyncRetrying(
+            sleep=self._wait, **self._retrying_arguments(request, retry_if)
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await call()
+        except Exception as error:
+            mark_final(error)
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
 
 
 def _retry_after(state: tenacity.RetryCallState) -> float | None:

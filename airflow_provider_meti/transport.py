@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from airflow_provider_meti._http import (
+    Reply,
     check_base_url,
     content_summary,
     error_message,
@@ -155,17 +156,7 @@ class Transport:
 
     def parse_json(self, response: requests.Response, method: str, endpoint: str) -> Any:
         """The reply's JSON body (None when empty); ``MetiApiError`` when it is not JSON."""
-        if not response.content:
-            return None
-        try:
-            return _decode_json(response)
-        except ValueError:
-            raise MetiApiError(
-                f"expected a JSON body, got {self._redacted(content_summary(response))}",
-                status_code=response.status_code,
-                method=method,
-                path=endpoint,
-            ) from None
+        return json_body(response, response.status_code, method, endpoint, self._redacted)
 
     def _send_once(
         self,
@@ -240,18 +231,49 @@ class Transport:
             ) from None
 
     def _api_error(self, response: requests.Response, method: str, endpoint: str) -> MetiApiError:
-        kind = MetiNotFoundError if response.status_code == 404 else MetiApiError
-        return kind(
-            self._redacted(error_message(response)),
-            status_code=response.status_code,
-            method=method,
-            path=endpoint,
-            retry_after=retry_after_seconds(response),
-        )
+        return api_error(response, response.status_code, method, endpoint, self._redacted)
 
     def _redacted(self, text: str) -> str:
         secrets = (*self._token_source.secrets(), self._tokens.current() or "")
         return redact(text, secrets)
+
+
+def api_error(
+    reply: Reply, status: int, method: str, endpoint: str, redacted: Callable[[str], str]
+) -> MetiApiError:
+    """The error for an error reply (``MetiNotFoundError`` for 404), in the server's words.
+
+    :param reply: the reply, its body read
+    :param status: its HTTP status
+    :param method: the request's method
+    :param endpoint: the request's path
+    :param redacted: removes secrets from the server's message
+    """
+    kind = MetiNotFoundError if status == 404 else MetiApiError
+    return kind(
+        redacted(error_message(reply)),
+        status_code=status,
+        method=method,
+        path=endpoint,
+        retry_after=retry_after_seconds(reply),
+    )
+
+
+def json_body(
+    reply: Reply, status: int, method: str, endpoint: str, redacted: Callable[[str], str]
+) -> Any:
+    """A reply's JSON body (None when empty); ``MetiApiError`` when it is not JSON."""
+    if not reply.content:
+        return None
+    try:
+        return _decode_json(reply)
+    except ValueError:
+        raise MetiApiError(
+            f"expected a JSON body, got {redacted(content_summary(reply))}",
+            status_code=status,
+            method=method,
+            path=endpoint,
+        ) from None
 
 
 def request_name(method: str, endpoint: str, params: Mapping[str, Any] | None) -> str:
@@ -267,7 +289,7 @@ def retryable_unprocessed(error: BaseException) -> bool:
     return is_retryable(error) and not may_have_been_processed(error)
 
 
-def _decode_json(response: requests.Response) -> Any:
+def _decode_json(response: Reply) -> Any:
     """The parsed body.
 
     In a task process, where Airflow keeps ~10^5 objects alive, the garbage collections that
