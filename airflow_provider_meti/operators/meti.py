@@ -19,12 +19,16 @@ from airflow_provider_meti._compat import AirflowException, BaseOperator, Contex
 from airflow_provider_meti.exceptions import MetiConfigError, MetiPartialCreateError
 from airflow_provider_meti.hooks.meti import MetiHook
 from airflow_provider_meti.outputs.features import (
-    FEATURE_COLLECTION_EXTENSIONS,
     compact_json,
     source_to_feature,
     write_features,
 )
-from airflow_provider_meti.outputs.files import open_output, suffix
+from airflow_provider_meti.outputs.formats import (
+    check_output_format,
+    require_writer,
+    resolve_output_format,
+    write_extract,
+)
 from airflow_provider_meti.outputs.progress import ProgressLog
 
 __all__ = [
@@ -231,9 +235,12 @@ class MetiGetSourceOperator(BaseOperator):
 class MetiListSourcesOperator(BaseOperator):
     """Lists every matching source, page by page, into XCom or streamed to a file.
 
-    With ``output_path`` the sources are written as GeoJSON Features, one page at a time, so
-    memory does not grow with the count: one FeatureCollection when the path ends in
-    ``.geojson`` or ``.json``, else one Feature per line (NDJSON). A local path (or
+    With ``output_path`` the sources are written one page at a time, so memory does not grow
+    with the count, in ``output_format``: ``"ndjson"`` (one GeoJSON Feature per line),
+    ``"geojson"`` (one FeatureCollection) or ``"parquet"`` (GeoParquet 1.1, one row group per
+    page; needs ``airflow-provider-meti[parquet]``). Without ``output_format`` the suffix
+    chooses: ``.parquet`` is GeoParquet, ``.geojson`` or ``.json`` a FeatureCollection,
+    anything else NDJSON. A local path (or
     ``file://`` URL) is written to a temporary sibling and renamed into place, so a failed
     extract never leaves a truncated file; object storage (``s3://`` and other
     ``ObjectStoragePath`` URLs) is written to a temporary sibling key and moved into place
@@ -252,6 +259,8 @@ class MetiListSourcesOperator(BaseOperator):
     :param max_xcom_bytes: most bytes of JSON returned through XCom (default about 1 MB;
         None: no size limit, which your XCom backend may not thank you for)
     :param output_path: local path, ``file://`` URL or ``ObjectStoragePath`` (URL) to write to
+    :param output_format: ``"ndjson"``, ``"geojson"`` or ``"parquet"`` (templated); None
+        chooses by the suffix of ``output_path``
     :param meti_conn_id: the Airflow connection id
     """
 
@@ -262,6 +271,7 @@ class MetiListSourcesOperator(BaseOperator):
         "outcome_reporting_year",
         "filters",
         "output_path",
+        "output_format",
         "meti_conn_id",
     )
 
@@ -277,10 +287,13 @@ class MetiListSourcesOperator(BaseOperator):
         max_items: int | None = None,
         max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
         output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
+        output_format: str | None = None,
         meti_conn_id: str = MetiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not _is_template(output_format):  # a template is checked once rendered
+            check_output_format(output_format)
         self.methodology = methodology
         self.steward_id = steward_id
         self.project_id = project_id
@@ -290,6 +303,7 @@ class MetiListSourcesOperator(BaseOperator):
         self.max_items = max_items
         self.max_xcom_bytes = max_xcom_bytes
         self.output_path = output_path
+        self.output_format = output_format
         self.meti_conn_id = meti_conn_id
 
     @cached_property
@@ -312,12 +326,17 @@ class MetiListSourcesOperator(BaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
         """Fetch every page; return the sources, or ``{"path", "count"}`` with ``output_path``."""
         query = self.query()
+        output_format = None
+        if self.output_path:
+            # Before any request: a wrong format or a missing extra costs no API call.
+            output_format = resolve_output_format(self.output_path, self.output_format or None)
+            require_writer(output_format)
         self.log.info("Listing METI sources (filters: %s)", query or "none")
         pages = ProgressLog(self.log).follow(
             self.hook.iter_source_pages(page_size=self.page_size, **query)
         )
-        if self.output_path:
-            return self._write(self.output_path, pages)
+        if self.output_path and output_format:
+            return self._write(self.output_path, pages, output_format)
         return self._collect(pages)
 
     def _collect(self, pages: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -345,11 +364,12 @@ class MetiListSourcesOperator(BaseOperator):
         self,
         output_path: str | os.PathLike[str] | ObjectStoragePath,
         pages: Iterable[list[dict[str, Any]]],
+        output_format: str,
     ) -> dict[str, Any]:
-        as_collection = suffix(output_path).lower() in FEATURE_COLLECTION_EXTENSIONS
-        with open_output(output_path) as (handle, shown_path):
-            count = write_features(handle, pages, as_collection=as_collection)
-        kind = "a FeatureCollection" if as_collection else "NDJSON"
+        shown_path, count = write_extract(output_path, pages, output_format)
+        kind = {"geojson": "a FeatureCollection", "parquet": "GeoParquet"}.get(
+            output_format, "NDJSON"
+        )
         self.log.info("Wrote %d sources to %s as %s", count, shown_path, kind)
         return {"path": shown_path, "count": count}
 
@@ -400,6 +420,10 @@ class MetiDeleteSourceOperator(BaseOperator):
         self.hook.delete_source(
             self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok or retried
         )
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
 
 
 def _try_number(context: Context) -> int:
