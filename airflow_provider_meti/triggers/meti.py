@@ -7,13 +7,24 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_meti._compat import BaseTrigger, TriggerEvent, aget_connection, to_thread
-from airflow_provider_meti.conditions import CONDITION_TEXT, WaitFor, check_source, check_wait_for
+from airflow_provider_meti._compat import (
+    BaseTrigger,
+    TriggerEvent,
+    aconnection_extras,
+    aget_connection,
+)
+from airflow_provider_meti.conditions import (
+    CONDITION_TEXT,
+    WaitFor,
+    acheck_source,
+    check_wait_for,
+)
 from airflow_provider_meti.exceptions import MetiApiError, MetiError
 from airflow_provider_meti.retries import is_retryable
 
-if TYPE_CHECKING:  # the client (and requests) loads when the trigger runs, not at DAG parse
-    from airflow_provider_meti.client import MetiClient
+if TYPE_CHECKING:  # the client (and aiohttp) loads when the trigger runs, not at DAG parse
+    from airflow_provider_meti.aio.client import AsyncMetiClient
+    from airflow_provider_meti.connection import ConnectionSettings
 
 
 class MetiSourceTrigger(BaseTrigger):
@@ -24,6 +35,10 @@ class MetiSourceTrigger(BaseTrigger):
     or ``{"status": "error", "message", "error"}`` for failures that waiting cannot cure
     (rejected credentials, a 4xx, a source gone while waiting for ``no_conflict``).
     Retryable API failures that outlast the client's own retries are logged and polled again.
+
+    Checks run on the triggerer's event loop through the asyncio client: no thread per check,
+    and cancelling the trigger cancels its request. All triggers of one connection on the
+    loop share one session and one token.
 
     :param meti_conn_id: the Airflow connection id
     :param source_id: the METI source id (``src_...``)
@@ -62,21 +77,26 @@ class MetiSourceTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the condition holds, the deadline passes or an error ends the wait."""
+        from airflow_provider_meti.aio.shared import shared_client
+
         try:
-            client = await self._client()
+            parts = await self._connection_settings()
+            parts.token_source()  # refuses unusable credentials before anything is shared
         except Exception as error:  # e.g. an unknown conn_id: an event, not a crashed trigger
             yield TriggerEvent(self._error(error))
             return
-        yield TriggerEvent(await self._poll(client))
+        async with shared_client(self.meti_conn_id, parts) as client:
+            outcome = await self._poll(client)
+        yield TriggerEvent(outcome)
 
-    async def _client(self) -> MetiClient:
-        from airflow_provider_meti.hooks.meti import client_from_connection
+    async def _connection_settings(self) -> ConnectionSettings:
+        from airflow_provider_meti.connection import settings_from_connection
 
         connection = await aget_connection(self.meti_conn_id)
-        # Reading extras and building the client may talk to the supervisor synchronously.
-        return await to_thread(client_from_connection, connection)
+        extras = await aconnection_extras(connection)
+        return settings_from_connection(connection, extras=extras)
 
-    async def _poll(self, client: MetiClient) -> dict[str, Any]:
+    async def _poll(self, client: AsyncMetiClient) -> dict[str, Any]:
         while True:
             outcome = await self._check(client)
             if outcome is not None:
@@ -87,12 +107,10 @@ class MetiSourceTrigger(BaseTrigger):
             delay = self.poll_interval if remaining is None else min(self.poll_interval, remaining)
             await asyncio.sleep(delay)
 
-    async def _check(self, client: MetiClient) -> dict[str, Any] | None:
+    async def _check(self, client: AsyncMetiClient) -> dict[str, Any] | None:
         """The final event when this check ends the wait, None to keep polling."""
         try:
-            done, source = await to_thread(
-                check_source, client.get_source, self.source_id, self.wait_for
-            )
+            done, source = await acheck_source(client.get_source, self.source_id, self.wait_for)
         except MetiApiError as error:
             if not is_retryable(error):
                 return self._error(error)
