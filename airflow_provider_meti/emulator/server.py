@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import socketserver
 import sys
@@ -102,13 +103,39 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
         elif fault.kind in ERROR_FAULTS:
             self._send(_fault_response(fault))
         elif fault.kind == "latency":
-            if self.server.stopping.wait(fault.latency):
-                self._drop()  # the server is stopping: do not answer late
+            if self._hung_up_within(fault.latency):
+                self._drop()  # the client left, or the server is stopping: do not answer late
             else:
                 self._send(self._route(request))
         elif fault.kind == "stored_then_drop":
             self._route(request)
             self._drop()
+
+    def _hung_up_within(self, seconds: float) -> bool:
+        """Wait ``seconds``; True as soon as the client hangs up or the server stops.
+
+        A client that gives up on a slow request (a cancelled trigger, a timeout) closes its
+        connection; the emulator notices at once and counts it as ``abandoned``, so tests can
+        see that a request is really gone.
+        """
+        deadline = time.monotonic() + seconds
+        if hasattr(select, "poll"):  # not select(): descriptors above 1,024 are common here
+            poller = select.poll()
+            poller.register(self.connection, select.POLLIN | select.POLLHUP | select.POLLERR)
+            woken = poller.poll(seconds * 1000)
+            if woken and not self.server.stopping.is_set() and self._peer_closed():
+                self.server.state.counters.abandoned()
+                return True
+        remaining = max(0.0, deadline - time.monotonic())  # early bytes: pipelining
+        return self.server.stopping.wait(remaining)
+
+    def _peer_closed(self) -> bool:
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _route(self, request: Request) -> Response:
         try:
@@ -203,8 +230,9 @@ class MetiHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     # socketserver's default backlog of 5 refuses bursts of new connections (many workers or
-    # triggers connecting at once) that a real server would accept.
-    request_queue_size = 128
+    # triggers connecting at once) that a real server would accept; a full queue drops SYNs,
+    # which clients retry only after a second. The kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], state: EmulatorState, base_path: str = "") -> None:
         self.state = state

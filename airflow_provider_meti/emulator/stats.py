@@ -15,6 +15,7 @@ class Counters:
         self._token_requests = 0
         self._tokens_issued = 0
         self._sources_created = 0
+        self._abandoned = 0
         self._requests: Counter[str] = Counter()
         self._responses: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
@@ -30,6 +31,10 @@ class Counters:
     def sources_created(self, count: int) -> None:
         with self._lock:
             self._sources_created += count
+
+    def abandoned(self) -> None:
+        with self._lock:
+            self._abandoned += 1
 
     def request(self, method: str, path: str) -> None:
         with self._lock:
@@ -49,13 +54,15 @@ class Counters:
         ``token_requests`` counts calls of ``POST /token`` and ``POST /oauth/token``
         whatever their outcome and ``tokens_issued`` the successful ones; ``requests`` is
         keyed ``"METHOD /path"`` (admin endpoints excluded), ``responses`` by status code
-        (as a string) and ``faults`` by kind.
+        (as a string) and ``faults`` by kind; ``abandoned`` counts requests whose client
+        hung up while a ``latency`` fault held them.
         """
         with self._lock:
             return {
                 "token_requests": self._token_requests,
                 "tokens_issued": self._tokens_issued,
                 "sources_created": self._sources_created,
+                "abandoned": self._abandoned,
                 "requests": dict(self._requests),
                 "responses": dict(self._responses),
                 "faults": dict(self._faults),
@@ -66,6 +73,7 @@ class Counters:
             self._token_requests = 0
             self._tokens_issued = 0
             self._sources_created = 0
+            self._abandoned = 0
             self._requests.clear()
             self._responses.clear()
             self._faults.clear()
