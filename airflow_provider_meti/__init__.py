@@ -63,6 +63,18 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+# The ``meti://`` asset scheme (see ``assets``). Airflow 3 reads "asset-uris" and skips an
+# entry without "handler"; Airflow 2.11 reads the same entry as "dataset-uris".
+_ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["meti"],
+        "handler": "airflow_provider_meti.assets.sanitize_uri",
+        "factory": "airflow_provider_meti.assets.create_asset",
+        "to_openlineage_converter": "airflow_provider_meti.assets.convert_asset_to_openlineage",
+    }
+]
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (entry point ``apache_airflow_provider``)."""
     return {
@@ -116,4 +128,6 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": _CONN_FIELDS,
             }
         ],
+        "asset-uris": _ASSET_URIS,
+        "dataset-uris": _ASSET_URIS,
     }

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_meti import lineage
 from airflow_provider_meti._compat import BaseHook, mask_secret
 from airflow_provider_meti.exceptions import MetiError
 
@@ -122,14 +123,24 @@ class MetiHook(BaseHook):
         return self.get_conn().get_source(source_id)
 
     def iter_sources(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
-        """Every source matching ``filters`` (e.g. ``project_id``), fetched page by page."""
-        return self.get_conn().iter_sources(page_size=page_size, **filters)
+        """Every source matching ``filters`` (e.g. ``project_id``), fetched page by page.
+
+        Reports METI's sources as an input to hook lineage (see ``lineage``).
+        """
+        client = self.get_conn()
+        lineage.report_read(self, client.settings.base_url)
+        return client.iter_sources(page_size=page_size, **filters)
 
     def iter_source_pages(
         self, *, page_size: int = 100, **filters: Any
     ) -> Iterator[list[dict[str, Any]]]:
-        """Pages (lists) of the sources matching ``filters``: for streaming large extracts."""
-        return self.get_conn().iter_source_pages(page_size=page_size, **filters)
+        """Pages (lists) of the sources matching ``filters``: for streaming large extracts.
+
+        Reports METI's sources as an input to hook lineage (see ``lineage``).
+        """
+        client = self.get_conn()
+        lineage.report_read(self, client.settings.base_url)
+        return client.iter_source_pages(page_size=page_size, **filters)
 
     def create_sources(
         self,
@@ -138,10 +149,16 @@ class MetiHook(BaseHook):
         batch_size: int | None = None,
         skip_existing: bool = False,
     ) -> list[dict[str, str]]:
-        """Register a FeatureCollection; one ``{"id", "alt_id"}`` per feature, in order."""
-        return self.get_conn().create_sources(
+        """Register a FeatureCollection; one ``{"id", "alt_id"}`` per feature, in order.
+
+        Reports METI's sources as an output to hook lineage once the create succeeded.
+        """
+        client = self.get_conn()
+        created = client.create_sources(
             feature_collection, batch_size=batch_size, skip_existing=skip_existing
         )
+        lineage.report_write(self, client.settings.base_url)
+        return created
 
     def delete_source(
         self,
@@ -150,8 +167,13 @@ class MetiHook(BaseHook):
         alt_id: str | None = None,
         missing_ok: bool = False,
     ) -> None:
-        """Delete a source by id (or, on API v2, every source with ``alt_id``)."""
-        self.get_conn().delete_source(source_id, alt_id=alt_id, missing_ok=missing_ok)
+        """Delete a source by id (or, on API v2, every source with ``alt_id``).
+
+        Reports METI's sources as an output to hook lineage once the delete succeeded.
+        """
+        client = self.get_conn()
+        client.delete_source(source_id, alt_id=alt_id, missing_ok=missing_ok)
+        lineage.report_write(self, client.settings.base_url)
 
     def test_connection(self) -> tuple[bool, str]:
         """Ask for a token with the connection's credentials; nothing else is called."""
