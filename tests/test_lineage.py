@@ -99,9 +99,22 @@ def collector(monkeypatch):
             break
     fresh = module.HookLineageCollector()
     monkeypatch.setattr(module, "get_hook_lineage_collector", lambda: fresh)
+    # And a lineage reader "installed", which Airflow 3.2+ checks before collecting at all.
+    plugins = sys.modules.get("airflow.sdk.plugins_manager") or _import(
+        "airflow.sdk.plugins_manager"
+    )
+    if plugins is not None and hasattr(plugins, "get_hook_lineage_readers_plugins"):
+        monkeypatch.setattr(plugins, "get_hook_lineage_readers_plugins", lambda: [object])
     from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 
     return get_hook_lineage_collector()
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def collected_uris(collector) -> tuple[list[str], list[str]]:
@@ -151,6 +164,18 @@ def test_without_common_compat_the_hook_works_and_reports_nothing(
     monkeypatch.setitem(sys.modules, "airflow.providers.common.compat.lineage.hook", None)
     emulator.ledger.seed(2)
     assert len(list(MetiHook().iter_sources())) == 2
+
+
+def test_without_a_lineage_reader_no_collector_is_built(meti_connection, emulator, monkeypatch):
+    plugins = _import("airflow.sdk.plugins_manager")
+    if plugins is None or not hasattr(plugins, "get_hook_lineage_readers_plugins"):
+        pytest.skip("Airflow 3.2+ tells whether a hook lineage reader is installed")
+    from airflow_provider_meti import lineage
+
+    monkeypatch.setattr(plugins, "get_hook_lineage_readers_plugins", lambda: [])
+    assert lineage._collector() is None
+    emulator.ledger.seed(1)
+    assert len(list(MetiHook().iter_sources())) == 1
 
 
 def test_a_failing_collector_never_fails_the_hook(meti_connection, emulator, monkeypatch):
