@@ -57,7 +57,9 @@ async def acheck_source(
     try:
         found: dict[str, Any] | MetiNotFoundError = await get_source(source_id)
     except MetiNotFoundError as error:
-        found = error
+        # Without its traceback: it would hold this frame, which holds the error, a cycle
+        # left for the garbage collector on every check of a source that is not there.
+        found = error.with_traceback(None)
     return judge(source_id, wait_for, found)
 
 
