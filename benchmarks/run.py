@@ -19,7 +19,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import create, extract, imports, machine, per_call, report, retry_overhead, tokens
+from benchmarks import (
+    create,
+    extract,
+    imports,
+    machine,
+    per_call,
+    report,
+    retry_overhead,
+    tokens,
+    triggers,
+)
 from benchmarks.airflow_env import ROOT, quiet_task_logs
 from benchmarks.emulator_process import EmulatorProcess
 from benchmarks.results import Section
@@ -32,6 +42,7 @@ SECTIONS: dict[str, Callable[[Any, Sizes], Section]] = {
     "create": create.run,
     "imports": imports.run,
     "retries": retry_overhead.run,
+    "triggers": triggers.run,
 }
 
 

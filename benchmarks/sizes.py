@@ -27,6 +27,11 @@ class Sizes:
     retry_page_size: int = 100
     retry_fault_rate: float = 0.1
     retry_rounds: int = 9
+    triggers: int = 1_000
+    triggers_large: int = 5_000
+    trigger_poll_interval_s: float = 5.0
+    trigger_seconds: float = 60.0
+    trigger_latency_s: float = 0.3
 
 
 FULL = Sizes()
@@ -46,4 +51,9 @@ QUICK = Sizes(
     retry_sources=500,
     retry_page_size=20,
     retry_rounds=1,
+    triggers=20,
+    triggers_large=40,
+    trigger_poll_interval_s=1.0,
+    trigger_seconds=2.0,
+    trigger_latency_s=0.05,
 )

@@ -22,6 +22,7 @@ SECTION_TITLES = (
     "## 4. Create",
     "## 5. Import cost",
     "## 6. Retry overhead",
+    "## 7. 20 deferred sensors on one triggerer",
 )
 
 
@@ -46,5 +47,14 @@ def test_quick_run_produces_every_section(tmp_path):
         assert title in text, title
     assert "FAILED" not in text
     sections = json.loads(raw.read_text())["sections"]
-    assert set(sections) == {"per_call", "tokens", "extract", "create", "imports", "retries"}
+    assert set(sections) == {
+        "per_call",
+        "tokens",
+        "extract",
+        "create",
+        "imports",
+        "retries",
+        "triggers",
+    }
     assert sections["tokens"]["data"]["provider_token_requests"] == 1
+    assert sections["triggers"]["data"]["variants"]["provider"]["token_requests"] == 1
