@@ -19,8 +19,9 @@ sensor fails, naming the source that still conflicts; resolve it in METI, then c
 The demo (`scripts/demo.sh`) plays the other grower and deletes one of the two overlapping
 sources in the local emulator a few seconds after the sensor starts waiting.
 
-**Params:** `meti_conn_id` (the Airflow connection), `poke_interval` (seconds between
-checks), `sensor_timeout` (seconds before the sensor gives up).
+**Params:** `meti_conn_id` (the Airflow connection), `fields_file` (the FeatureCollection
+to register; default the sample above), `poke_interval` (seconds between checks),
+`sensor_timeout` (seconds before the sensor gives up).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def sensors_for_conflicts(summary: dict[str, Any], **context: Any) -> list[dict[
     default_args=DEFAULT_ARGS,
     params={
         "meti_conn_id": Param("meti_default", type="string", description="METI connection id"),
+        "fields_file": Param(
+            str(FIELDS_FILE), type="string", description="GeoJSON FeatureCollection to register"
+        ),
         "poke_interval": Param(
             5, type="number", minimum=1, description="Seconds between conflict checks"
         ),
@@ -119,7 +123,7 @@ def meti_register_sources() -> None:
     register = MetiCreateSourcesOperator(
         task_id="register_fields",
         meti_conn_id="{{ params.meti_conn_id }}",
-        feature_collection=str(FIELDS_FILE),
+        feature_collection="{{ params.fields_file }}",
     )
     # [END howto_operator_meti_create_sources]
     summary = report_conflicts(register.output, meti_conn_id="{{ params.meti_conn_id }}")
