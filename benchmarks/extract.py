@@ -1,4 +1,5 @@
-"""Section 3: extracting N sources to an NDJSON file, the operator against the limit loop.
+"""Section 3: extracting N sources to an NDJSON file, the operator against the limit loop;
+and the same operator writing GeoParquet.
 
 Each extract runs in a fresh process (see ``extract_worker``), so that its peak RSS says what
 the extract itself needed: the growth is the peak during the extract minus the RSS after the
@@ -22,15 +23,16 @@ from benchmarks.results import Section, Table, Target
 from benchmarks.sizes import Sizes
 
 PAGE_SIZE = 1000  # the operator's default and the emulator's (and METI's) largest page
-VARIANTS = ("limit", "provider", "limit_bare")
-TRACED = ("limit_traced", "provider_traced")
+VARIANTS = ("limit", "provider", "limit_bare", "provider_parquet")
+TRACED = ("limit_traced", "provider_traced", "provider_parquet_traced")
 THROUGHPUT_TARGET = 0.9
 RSS_TARGET = 1.2
 MIB = 1024.0
 
 
 def _run_worker(emulator: EmulatorProcess, variant: str, workdir: Path) -> dict[str, Any]:
-    output, result = workdir / f"{variant}.ndjson", workdir / f"{variant}.json"
+    suffix = ".parquet" if "parquet" in variant else ".ndjson"  # the suffix picks the format
+    output, result = workdir / f"{variant}{suffix}", workdir / f"{variant}.json"
     command = [
         sys.executable,
         "-m",
@@ -160,9 +162,11 @@ def _section(sizes: Sizes, runs: dict[int, dict[str, list[dict[str, Any]]]]) -> 
             rss_ratio <= RSS_TARGET,
         )
     )
+    parquet_table, parquet_target = _parquet(runs)
+    targets.append(parquet_target)
     return Section(
         key="extract",
-        title="3. Extract to NDJSON",
+        title="3. Extract to NDJSON and GeoParquet",
         method=(
             "`MetiListSourcesOperator(output_path=...ndjson, page_size=1000).execute(context)` "
             "against a limit loop that pages `GET /sources` the same way (limit/offset, "
@@ -180,9 +184,12 @@ def _section(sizes: Sizes, runs: dict[int, dict[str, list[dict[str, Any]]]]) -> 
             "moves with the C allocator's state (a few tenths of a MiB from run to run), so "
             "one more run of each loop under `tracemalloc` (untimed) gives the peak of "
             "Python's own heap during the extract. 'same file' compares the SHA-256 of the "
-            "outputs."
+            "outputs. The second table is the provider writing GeoParquet "
+            "(`output_path=...parquet`: one row group per page, zstd) in the same rotation; "
+            "pyarrow and shapely are imported before the measurement like everything else "
+            "(and pandas, which pyarrow imports on first use where it is installed)."
         ),
-        tables=[table],
+        tables=[table, parquet_table],
         targets=targets,
         data={
             str(count): {
@@ -195,3 +202,47 @@ def _section(sizes: Sizes, runs: dict[int, dict[str, list[dict[str, Any]]]]) -> 
             for count, by_variant in runs.items()
         },
     )
+
+
+def _parquet(runs: dict[int, dict[str, list[dict[str, Any]]]]) -> tuple[Table, Target]:
+    """The GeoParquet table and its memory target: flat in the number of sources too."""
+    table = Table(
+        [
+            "sources",
+            "GeoParquet sources/s",
+            "vs NDJSON (provider)",
+            "client CPU s",
+            "peak RSS growth MiB",
+            "Python heap peak MiB",
+            "file size vs NDJSON",
+        ]
+    )
+    growth: dict[int, Spread] = {}
+    for count, by_variant in runs.items():
+        parquet, ndjson = by_variant["provider_parquet"], by_variant["provider"]
+        ratio = Spread.of([n["wall"] / p["wall"] for p, n in zip(parquet, ndjson, strict=True)])
+        growth[count] = _growth_mib(parquet)
+        table.rows.append(
+            [
+                f"{count:,}",
+                Spread.of(_throughputs(parquet)).text(),
+                ratio_text(ratio),
+                Spread.of([m["cpu"] for m in parquet]).text(2),
+                growth[count].text(1),
+                _heap_peak_mib(by_variant["provider_parquet_traced"]),
+                f"{parquet[0]['bytes'] / ndjson[0]['bytes']:.3f}{TIMES}",
+            ]
+        )
+    smallest, largest = min(growth), max(growth)
+    if growth[smallest].median > 0:
+        rss_ratio = growth[largest].median / growth[smallest].median
+        rss_text = f"{rss_ratio:.2f}{TIMES}"
+    else:  # only in smoke runs
+        rss_ratio, rss_text = 0.0, "n/a"
+    target = Target(
+        f"3. GeoParquet peak RSS growth, {largest:,} vs {smallest:,} sources",
+        f"≤ {RSS_TARGET:.1f}{TIMES}",
+        f"{rss_text} ({growth[largest].text(1)} vs {growth[smallest].text(1)} MiB)",
+        rss_ratio <= RSS_TARGET,
+    )
+    return table, target
