@@ -169,7 +169,13 @@ def wait_until_sensor_polls(emulator: MetiEmulator, *, deadline: float) -> None:
 
 
 def extract_summary(path: Path) -> dict[str, Any]:
-    """Rows and total hectares of one NDJSON extract."""
+    """Rows, total hectares and format of one extract: GeoParquet or NDJSON."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        hectares_column = pq.read_table(path, columns=["hectares"]).column("hectares")
+        values = [value for value in hectares_column.to_pylist() if value is not None]
+        return {"rows": len(hectares_column), "hectares": sum(values), "format": "GeoParquet"}
     rows = 0
     hectares = 0.0
     with path.open(encoding="utf-8") as lines:
@@ -177,11 +183,11 @@ def extract_summary(path: Path) -> dict[str, Any]:
             if line.strip():
                 rows += 1
                 hectares += float(json.loads(line)["properties"].get("hectares") or 0.0)
-    return {"rows": rows, "hectares": hectares}
+    return {"rows": rows, "hectares": hectares, "format": "NDJSON"}
 
 
 def newest_extract() -> Path | None:
-    files = sorted(EXTRACT_DIR.glob("meti_sources_*.ndjson"), key=lambda path: path.stat().st_mtime)
+    files = sorted(EXTRACT_DIR.glob("meti_sources_*.*"), key=lambda path: path.stat().st_mtime)
     return files[-1] if files else None
 
 
@@ -208,7 +214,7 @@ def print_summary(
         totals = extract_summary(extract)
         print(f"  rows extracted           {totals['rows']}")
         print(f"  total area               {totals['hectares']:.1f} ha")
-        print(f"  extract file             {extract}")
+        print(f"  extract file             {extract} ({totals['format']})")
     print(f"  sources left in METI     {remaining}")
     print(f"  elapsed                  {elapsed:.1f} s")
 

@@ -181,11 +181,35 @@ def test_register_sources_waits_until_the_conflict_is_resolved(run_dag, emulator
     assert not any(source["conflict"] for source in stored)
 
 
-def test_daily_extract_writes_every_source_and_summarises_it(run_dag, emulator, tmp_path):
+def test_daily_extract_writes_geoparquet_and_summarises_it(run_dag, emulator, tmp_path):
+    import pyarrow.parquet as pq
+
     register_fields(emulator)
     emulator.ledger.seed(30)
 
     dag_run = run_dag("meti_daily_extract", run_conf={"output_dir": str(tmp_path)})
+
+    assert dag_run.state == "success", states(dag_run)
+    (extract,) = tmp_path.glob("meti_sources_*.parquet")
+    table = pq.read_table(extract)
+    stored = {source["id"]: source for source in emulator.ledger.all()}
+    assert table.num_rows == 42
+    assert set(table.column("id").to_pylist()) == set(stored)
+    assert b"geo" in pq.ParquetFile(extract).schema_arrow.metadata
+    assert xcom_value(dag_run, "extract_sources") == {"path": str(extract), "count": 42}
+    summary = xcom_value(dag_run, "summarise_extract")
+    assert summary["count"] == 42
+    assert summary["hectares"] == pytest.approx(sum(s["hectares"] for s in stored.values()))
+    assert summary["conflicts"] == OVERLAPPING_FIELDS
+    assert asset_events(dag_run) == [(f"file://{DEFAULT_EXTRACT_DIR}", "extract_sources")]
+
+
+def test_daily_extract_writes_ndjson_when_asked(run_dag, emulator, tmp_path):
+    register_fields(emulator)
+    emulator.ledger.seed(30)
+
+    run_conf = {"output_dir": str(tmp_path), "output_format": "ndjson"}
+    dag_run = run_dag("meti_daily_extract", run_conf=run_conf)
 
     assert dag_run.state == "success", states(dag_run)
     (extract,) = tmp_path.glob("meti_sources_*.ndjson")
