@@ -1,0 +1,176 @@
+"""Airflow as teams deploy it, on one machine's loopback, with the provider's example DAGs.
+
+Usage: ``scripts/topology.sh`` (installs what is needed, then runs this file).
+
+PostgreSQL (metadata database and Celery result backend), Redis (Celery broker), moto's S3
+server, the METI emulator with a seeded 5 % fault rate, and Airflow's API server, scheduler,
+DAG processor, triggerer and two Celery workers. Six ``meti_register_sources`` runs and six
+``meti_daily_extract`` runs (to ``s3://``) go at once; then the checks in ``checks.py``.
+Everything is stopped at the end, on success, failure or Ctrl-C. Figures go to
+``.airflow/topology/summary.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from types import FrameType
+
+import checks
+from airflow_stack import COMPONENTS, WORKER_SLOTS, WORKERS, build_stack
+from metadata import Metadata
+from processes import ProcessGroups, left_behind
+from runs import run_all
+from servers import Emulator, MotoS3, Postgres, Redis, postgres_bin
+from summary import print_summary, write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY = ROOT / ".airflow" / "topology"
+BIN = Path(sys.executable).parent
+METI_EMAIL = "topology@meti.local"
+FAULT_RATE = 0.05
+SEED = 15
+BUCKET = "meti-extracts"
+RUNS_TIMEOUT = 420.0
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: stop what runs and clean up."""
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def main() -> int:
+    started = time.monotonic()
+    shutil.rmtree(TOPOLOGY, ignore_errors=True)
+    TOPOLOGY.mkdir(parents=True)
+    run_id = uuid.uuid4().hex
+    groups = ProcessGroups(TOPOLOGY / "component-logs", TOPOLOGY / "process-groups", run_id)
+    found = checks.Findings()
+    phases: dict[str, float] = {}
+    error: str | None = None
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    postgres = Postgres(TOPOLOGY / "pgdata")
+    emulator = Emulator(METI_EMAIL, "topology-" + secrets.token_urlsafe(18), FAULT_RATE, SEED)
+    try:
+        mark = time.monotonic()
+        redis, s3 = Redis(TOPOLOGY / "redis"), MotoS3(BUCKET)
+        postgres.start(groups)
+        redis.start(groups)
+        s3.start(groups, str(BIN / "moto_server"), _plain_env())
+        emulator.start()
+        phases["servers"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        stack = build_stack(
+            ROOT,
+            TOPOLOGY / "airflow-home",
+            BIN,
+            groups,
+            database_url=postgres.sqlalchemy_url,
+            result_backend=postgres.celery_result_backend,
+            broker_url=redis.url,
+            connections={
+                "meti_default": _meti_connection(emulator),
+                "aws_default": s3.airflow_connection(),
+            },
+        )
+        stack.migrate()
+        stack.start()
+        stack.wait_until_ready()
+        phases["airflow up"] = time.monotonic() - mark
+        print(f"Up: Airflow at {stack.api_url}, workers {', '.join(stack.celery_workers())}")
+
+        mark = time.monotonic()
+        db = Metadata(postgres.dsn())
+        runs = run_all(
+            stack,
+            db,
+            emulator,
+            sample=ROOT / "example_dags" / "data" / "fields.geojson",
+            fields_dir=TOPOLOGY / "fields",
+            output_dir=f"s3://aws_default@{BUCKET}/daily",
+            timeout=RUNS_TIMEOUT,
+        )
+        phases["runs"] = time.monotonic() - mark
+        print("Every run has finished; stopping Airflow, then checking")
+
+        mark = time.monotonic()
+        groups.stop([*COMPONENTS, *WORKERS])  # logs complete, database final
+        dump = postgres.dump(TOPOLOGY / "metadata.sql")
+        checks.check_runs(db, runs, found)
+        checks.check_sources(emulator, runs, found)
+        checks.check_workers(db, runs, stack.home / "logs", found)
+        checks.check_tokens(db, emulator, found)
+        checks.check_extracts(db, emulator, s3, runs, found)
+        log_dirs = [stack.home / "logs", groups.log_dir]
+        checks.check_secrets(db, emulator, dump, log_dirs, found)
+        phases["checks"] = time.monotonic() - mark
+    except Interrupted as interrupt:
+        error = f"interrupted ({interrupt})"
+    except Exception as failure:  # reported, then everything is torn down
+        error = f"{type(failure).__name__}: {failure}"
+        traceback.print_exc()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        mark = time.monotonic()
+        groups.stop([*COMPONENTS, *WORKERS])  # Airflow first, then the servers under it
+        groups.stop()
+        emulator.stop()
+        strays = groups.sweep()
+        left = left_behind(run_id)
+        postgres.remove_data()
+        groups.forget_groups_file()
+        phases["teardown"] = time.monotonic() - mark
+    found.add(
+        "nothing left running",
+        not left,
+        f"{len(groups.started)} process groups stopped"
+        + (f"; killed strays {strays}" if strays else "")
+        + (f"; STILL RUNNING: {left}" if left else ""),
+    )
+    found.figures.update(
+        topology=(
+            f"PostgreSQL {Path(postgres_bin('postgres')).parts[4]}, Redis, CeleryExecutor with "
+            f"{len(WORKERS)} workers x {WORKER_SLOTS} slots, moto S3, METI emulator with "
+            f"{FAULT_RATE:.0%} faults (seed {SEED})"
+        ),
+        processes_left=len(left),
+        phases_s={name: round(seconds, 1) for name, seconds in phases.items()},
+        elapsed_s=round(time.monotonic() - started, 1),
+        setup_s=float(os.environ.get("METI_TOPOLOGY_SETUP_S", "0")),
+    )
+    write_json(TOPOLOGY / "summary.json", found, error)
+    print_summary(found, error, TOPOLOGY / "summary.json")
+    if error and error.startswith("interrupted"):
+        return 130
+    return 1 if error or found.failed else 0
+
+
+def _meti_connection(emulator: Emulator) -> dict[str, object]:
+    assert emulator.server is not None
+    return {
+        "conn_type": "meti",
+        "host": emulator.server.url,
+        "login": emulator.email,
+        "password": emulator.password,
+    }
+
+
+def _plain_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

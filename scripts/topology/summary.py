@@ -1,0 +1,78 @@
+"""The run's one-screen summary, and the same figures as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from checks import Findings
+
+
+def write_json(path: Path, found: Findings, error: str | None) -> None:
+    payload = {
+        "passed": error is None and not found.failed and bool(found.checks),
+        "error": error,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in found.checks],
+        **found.figures,
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
+    f = found.figures
+    print()
+    print(f"METI topology run: {f.get('topology', '')}")
+    for dag_id, run in sorted(f.get("runs", {}).items()):
+        print(
+            f"  {dag_id:<24} {run['count']} runs, all done in {run['span_s']:.0f} s "
+            f"(each {run['mean_s']:.0f} s on average)"
+        )
+    _line("tasks per worker", _pairs(f.get("task_instances_by_worker")))
+    if "sensors" in f:
+        s = f["sensors"]
+        _line(
+            "sensors deferred",
+            f"{s['deferred']} ({s['most_deferred_at_once']} at once), resumed on "
+            + _pairs(s["resumed_on"]),
+        )
+    if "meti" in f:
+        m = f["meti"]
+        _line(
+            "METI emulator",
+            f"{m['sources_stored']} sources left, {m['sources_withdrawn']} withdrawn, "
+            f"{m['requests']} requests, {m['faults_injected']} faults injected",
+        )
+    if "tokens" in f:
+        t = f["tokens"]
+        _line(
+            "token requests",
+            f"{t['requested']} for {t['task_processes_calling_meti']} task processes calling "
+            f"METI + {t['triggerers']} triggerer",
+        )
+    if "extracts" in f:
+        rows = sorted(f["extracts"].values())
+        _line("extracts in S3", f"{len(f['extracts'])} objects, rows {rows}")
+    if "secrets_scan" in f:
+        s = f["secrets_scan"]
+        _line(
+            "secrets found",
+            f"{s['hits']} (password + {s['tokens_issued']} tokens in {s['bytes'] // 1024} KiB: "
+            f"pg_dump, {s['log_files']} log files, {s['xcom_rows']} XCom rows)",
+        )
+    _line("processes left", str(f.get("processes_left", "?")))
+    _line("phases", ", ".join(f"{k} {v:.0f} s" for k, v in f.get("phases_s", {}).items()))
+    _line("elapsed", f"{f.get('elapsed_s', 0):.0f} s (plus {f.get('setup_s', 0):.0f} s setup)")
+    for check in found.checks:
+        print(f"  {'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    if error:
+        print(f"  ERROR  {error}")
+    print(f"  figures: {json_path}")
+
+
+def _line(label: str, text: str) -> None:
+    print(f"  {label:<24} {text}")
+
+
+def _pairs(mapping: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted((mapping or {}).items(), key=str))
