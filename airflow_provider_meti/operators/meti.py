@@ -2,7 +2,8 @@
 
 Longer than most modules here on purpose: like the apache providers, one module holds an
 integration's operators, and users import every one of them from this path. What they
-share is elsewhere (the hook; writers in ``outputs``).
+share is elsewhere (the hook; writers in ``outputs``; OpenLineage facets in ``openlineage``,
+imported only when Airflow's OpenLineage provider asks for them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from airflow_provider_meti import geojson
@@ -30,6 +31,9 @@ from airflow_provider_meti.outputs.formats import (
     write_extract,
 )
 from airflow_provider_meti.outputs.progress import ProgressLog
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = [
     "MetiCreateSourcesOperator",
@@ -128,6 +132,7 @@ class MetiCreateSourcesOperator(BaseOperator):
         self.batch_size = batch_size
         self.max_workers = max_workers
         self.meti_conn_id = meti_conn_id
+        self.created_count: int | None = None  # set by execute, for OpenLineage
 
     @cached_property
     def hook(self) -> MetiHook:
@@ -199,7 +204,19 @@ class MetiCreateSourcesOperator(BaseOperator):
             )
             raise
         self.log.info("Registered %d features with METI", len(created))
+        self.created_count = len(created)
         return created
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """METI's sources as the output, with the number of sources registered.
+
+        Called by Airflow's OpenLineage provider (the ``[openlineage]`` extra) after success.
+        """
+        if self.created_count is None:
+            return None
+        from airflow_provider_meti.openlineage import created_lineage
+
+        return created_lineage(_base_url(self.hook), self.created_count)
 
 
 class MetiGetSourceOperator(BaseOperator):
@@ -305,6 +322,10 @@ class MetiListSourcesOperator(BaseOperator):
         self.output_path = output_path
         self.output_format = output_format
         self.meti_conn_id = meti_conn_id
+        # Set by execute, for OpenLineage: how many sources, and where and how they went.
+        self.extracted_count: int | None = None
+        self.written_path: str | os.PathLike[str] | ObjectStoragePath | None = None
+        self.written_format: str | None = None
 
     @cached_property
     def hook(self) -> MetiHook:
@@ -336,8 +357,29 @@ class MetiListSourcesOperator(BaseOperator):
             self.hook.iter_source_pages(page_size=self.page_size, **query)
         )
         if self.output_path and output_format:
-            return self._write(self.output_path, pages, output_format)
-        return self._collect(pages)
+            result = self._write(self.output_path, pages, output_format)
+            self.written_path, self.written_format = self.output_path, output_format
+            self.extracted_count = result["count"]
+            return result
+        sources = self._collect(pages)
+        self.extracted_count = len(sources)
+        return sources
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """METI's sources as the input; the extract file, its schema and rows as the output.
+
+        Called by Airflow's OpenLineage provider (the ``[openlineage]`` extra) after success.
+        """
+        if self.extracted_count is None:
+            return None
+        from airflow_provider_meti.openlineage import extract_lineage
+
+        return extract_lineage(
+            _base_url(self.hook),
+            row_count=self.extracted_count,
+            output_path=self.written_path,
+            output_format=self.written_format,
+        )
 
     def _collect(self, pages: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         sources: list[dict[str, Any]] = []
@@ -403,6 +445,7 @@ class MetiDeleteSourceOperator(BaseOperator):
         self.alt_id = alt_id
         self.missing_ok = missing_ok
         self.meti_conn_id = meti_conn_id
+        self.deleted: dict[str, str | None] | None = None  # set by execute, for OpenLineage
 
     @cached_property
     def hook(self) -> MetiHook:
@@ -420,6 +463,22 @@ class MetiDeleteSourceOperator(BaseOperator):
         self.hook.delete_source(
             self.source_id, alt_id=self.alt_id, missing_ok=self.missing_ok or retried
         )
+        self.deleted = {"source_id": self.source_id, "alt_id": self.alt_id}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The deleted source as an output with a lifecycle state change ``DROP``.
+
+        Called by Airflow's OpenLineage provider (the ``[openlineage]`` extra) after success.
+        """
+        if self.deleted is None:
+            return None
+        from airflow_provider_meti.openlineage import deleted_lineage
+
+        return deleted_lineage(_base_url(self.hook), **self.deleted)
+
+
+def _base_url(hook: MetiHook) -> str:
+    return hook.get_conn().settings.base_url
 
 
 def _is_template(value: Any) -> bool:
