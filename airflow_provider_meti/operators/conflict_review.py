@@ -15,11 +15,29 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_meti._compat import AirflowFailException, Context, HITLBranchOperator
+from airflow_provider_meti._compat import (
+    AIRFLOW_VERSION,
+    HITL_AVAILABLE,
+    AirflowFailException,
+    Context,
+    HITLBranchOperator,
+)
 from airflow_provider_meti.exceptions import MetiNotFoundError
 from airflow_provider_meti.hooks.meti import MetiHook
 
-__all__ = ["MetiConflictReviewOperator", "render_review_body"]
+__all__ = [
+    "HITL_AVAILABLE",
+    "HITL_UNAVAILABLE_REASON",
+    "MetiConflictReviewOperator",
+    "render_review_body",
+]
+
+HITL_UNAVAILABLE_REASON = (
+    ""
+    if HITL_AVAILABLE
+    else f"Airflow {AIRFLOW_VERSION} has no human-in-the-loop operators (they came with 3.1)"
+)
+"""Why ``MetiConflictReviewOperator`` cannot run here; empty where it can."""
 
 WITHDRAW = "Withdraw ours"
 WAIT = "Keep both and wait"
