@@ -1,4 +1,4 @@
-"""Run the three example DAGs against a local METI emulator and say what happened.
+"""Run the example DAGs against a local METI emulator and say what happened.
 
 Usage: ``scripts/demo.sh`` (it installs what is needed, then runs this file).
 
@@ -73,6 +73,8 @@ def main() -> int:
         resolver.join(timeout=1)
         registered = emulator.stats()["sources_created"]
         outcomes.append(run_dag("meti_daily_extract", env))
+        # The downstream step, scheduled on the extract's asset: it loads the file just written.
+        outcomes.append(run_dag("meti_extract_load", env))
         outcomes.append(run_dag("meti_taskflow", env))
         remaining = emulator.ledger.count()
     print_summary(outcomes, resolution, registered, remaining, time.monotonic() - started)

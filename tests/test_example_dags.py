@@ -26,7 +26,8 @@ from tests import airflow_compat
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = ROOT / "example_dags"
 FIELDS_FILE = EXAMPLE_DAGS / "data" / "fields.geojson"
-DAG_IDS = {"meti_register_sources", "meti_daily_extract", "meti_taskflow"}
+DAG_IDS = {"meti_register_sources", "meti_daily_extract", "meti_extract_load", "meti_taskflow"}
+CALLS_NO_METI = {"meti_extract_load"}  # so it has no meti_conn_id param
 if HITL_AVAILABLE:  # before 3.1 the file defines none (see test_example_conflict_review.py)
     DAG_IDS.add("meti_conflict_review")
 OVERLAPPING_FIELDS = ["FIELD-007", "FIELD-008"]
@@ -146,7 +147,8 @@ def test_example_dag_documents_itself_and_retries(dag_bag, dag_id):
     assert dag.default_args["retries"] == 2
     assert dag.default_args["retry_delay"] >= timedelta(seconds=1)
     assert set(dag.tags) == {"meti", "example"}
-    assert dag.params["meti_conn_id"] == "meti_default"
+    if dag_id not in CALLS_NO_METI:
+        assert dag.params["meti_conn_id"] == "meti_default"
     assert all(task.retries == 2 for task in dag.tasks)
 
 
@@ -247,6 +249,31 @@ def test_incremental_extract_asks_for_recent_changes_and_misses_none(run_dag, em
     # short one.
     assert xcom_value(dag_run, "summarise_extract")["count"] == emulator.ledger.count()
     assert emulator.ledger.count() > 0
+
+
+def test_extract_load_loads_the_newest_geoparquet_extract(run_dag, dag_bag, emulator, tmp_path):
+    register_fields(emulator)
+    emulator.ledger.seed(30)
+    run_conf = {"output_dir": str(tmp_path), "output_format": "parquet"}
+    extracted = run_dag("meti_daily_extract", run_conf=run_conf)
+    assert extracted.state == "success", states(extracted)
+    (extract,) = tmp_path.glob("meti_sources_*.parquet")
+    (tmp_path / "meti_sources_20000101.parquet").write_bytes(b"older by name: not chosen")
+
+    dag_run = run_dag("meti_extract_load", run_conf={"extract_dir": str(tmp_path)})
+
+    assert dag_run.state == "success", states(dag_run)
+    stored = emulator.ledger.all()
+    loaded = xcom_value(dag_run, "load_extract")
+    assert loaded["path"] == str(extract)
+    assert loaded["rows"] == 42 == len(stored)
+    assert loaded["hectares"] == pytest.approx(sum(s["hectares"] for s in stored), abs=1e-3)
+    assert loaded["conflicts"] == len(OVERLAPPING_FIELDS)
+    # Scheduled on the asset that meti_daily_extract's extract task updates (2.11: dataset).
+    (outlet,) = dag_bag.dags["meti_daily_extract"].get_task("extract_sources").outlets
+    timetable = dag_bag.dags["meti_extract_load"].timetable
+    condition = getattr(timetable, "asset_condition", None) or timetable.dataset_condition
+    assert [asset.uri for asset in condition.objects] == [outlet.uri]
 
 
 def test_taskflow_creates_reads_lists_and_deletes(run_dag, emulator):
