@@ -95,7 +95,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "METI",
-                "python-modules": ["airflow_provider_meti.operators.meti"],
+                "python-modules": [
+                    "airflow_provider_meti.operators.meti",
+                    "airflow_provider_meti.operators.conflict_review",
+                ],
             }
         ],
         "sensors": [
