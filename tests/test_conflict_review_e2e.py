@@ -54,6 +54,18 @@ def answer(stack: AirflowStack, run_id: str, map_index: int, option: str) -> req
     )
 
 
+def both_reviews_paused(stack: AirflowStack, run_id: str) -> bool:
+    """True once both review tasks have paused for input.
+
+    An answer that arrives while a task is still pausing (its question is already listed)
+    races the pause: Airflow then runs the task again, and it asks again.
+    """
+    states = [
+        state for (task, _), state in task_states(stack, run_id).items() if task == REVIEW_TASK
+    ]
+    return states == ["awaiting_input"] * 2
+
+
 def run_state(stack: AirflowStack, run_id: str) -> str | None:
     rows = stack.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
     return rows[0][0] if rows else None
@@ -78,8 +90,12 @@ def test_answers_through_the_rest_api_withdraw_the_chosen_source(stack):
     assert triggered.returncode == 0, triggered.stdout + triggered.stderr
 
     asked = wait_until(
-        lambda: len(found := questions(stack, run_id)) == 2 and found,
-        "both review questions",
+        lambda: (
+            both_reviews_paused(stack, run_id)
+            and len(found := questions(stack, run_id)) == 2
+            and found
+        ),
+        "both review questions, their tasks paused for input",
         stack,
     )
     for question in asked:

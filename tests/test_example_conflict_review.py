@@ -67,11 +67,22 @@ def answer_when_asked(emulator, answers: dict[str, str]) -> dict[str, Any]:
 
 
 def open_questions() -> list[tuple[Any, str]]:
+    """Unanswered questions whose task has paused for input.
+
+    An answer that arrives while the task is still pausing races the pause: Airflow then
+    runs the task again, and it asks again.
+    """
     from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        details = session.query(HITLDetail).filter(HITLDetail.responded_at.is_(None)).all()
+        details = (
+            session.query(HITLDetail)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .filter(HITLDetail.responded_at.is_(None), TaskInstance.state == "awaiting_input")
+            .all()
+        )
         return [(detail.ti_id, detail.subject) for detail in details]
 
 
