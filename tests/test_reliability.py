@@ -457,14 +457,16 @@ def test_a_deferred_sensor_survives_a_triggerer_restart(
     async def old_triggerer() -> int:
         before = source_reads(emulator)
         task = asyncio.create_task(anext(aiter(original.run())))
-        await asyncio.sleep(0.4)
-        assert not task.done()  # still waiting: the source is in conflict
+        while source_reads(emulator) - before < 2:  # two checks, counted by the emulator
+            assert not task.done()  # still waiting: the source is in conflict
+            await asyncio.sleep(0.01)
+        assert not task.done()
         task.cancel()  # the triggerer stops
         with pytest.raises(asyncio.CancelledError):
             await task
         return source_reads(emulator) - before
 
-    checks_before_restart = asyncio.run(old_triggerer())
+    checks_before_restart = asyncio.run(asyncio.wait_for(old_triggerer(), 60))
     restarted = rebuild(original)
     assert restarted is not original
     assert restarted.serialize() == original.serialize()  # same deadline: the wait goes on
