@@ -66,6 +66,26 @@ def both_reviews_paused(stack: AirflowStack, run_id: str) -> bool:
     return states == ["awaiting_input"] * 2
 
 
+def pauses_seen_by_scheduler(stack: AirflowStack, run_id: str) -> bool:
+    """True once the scheduler has processed the exit of both pausing worker processes.
+
+    Airflow 3.3.2 answers a question by moving the task straight back to the queue, under
+    the same try number. If the scheduler reads the pausing process's exit only after that,
+    it takes the queued task for one killed externally and fails it (the review then asks
+    again on retry). A person answers minutes later; this test answers at once, so it waits.
+    """
+    log = stack.log_path("scheduler").read_text(errors="replace")
+    return all(paused_exit_seen(log, run_id, map_index) for map_index in (0, 1))
+
+
+def paused_exit_seen(scheduler_log: str, run_id: str, map_index: int) -> bool:
+    task = f"task_id={REVIEW_TASK}, run_id={run_id}, map_index={map_index},"
+    return any(
+        "TaskInstance Finished:" in line and task in line and "state=awaiting_input" in line
+        for line in scheduler_log.splitlines()
+    )
+
+
 def run_state(stack: AirflowStack, run_id: str) -> str | None:
     rows = stack.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
     return rows[0][0] if rows else None
@@ -92,10 +112,11 @@ def test_answers_through_the_rest_api_withdraw_the_chosen_source(stack):
     asked = wait_until(
         lambda: (
             both_reviews_paused(stack, run_id)
+            and pauses_seen_by_scheduler(stack, run_id)
             and len(found := questions(stack, run_id)) == 2
             and found
         ),
-        "both review questions, their tasks paused for input",
+        "both review questions, their tasks paused and their pauses processed",
         stack,
     )
     for question in asked:
