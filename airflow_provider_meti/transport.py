@@ -122,11 +122,10 @@ class Transport:
         the server cannot have acted on them (connection refused, 429, 503).
         """
         method = method.upper()
-        retry_if = is_retryable if method in IDEMPOTENT_METHODS else retryable_unprocessed
         response = budget.run(
             request_name(method, endpoint, params),
             lambda: self.send(method, endpoint, budget, params=params, json=json),
-            retry_if=retry_if,
+            retry_if=retry_rule(method),
         )
         return self.parse_json(response, method, endpoint)
 
@@ -145,13 +144,7 @@ class Transport:
         if response.status_code == 401:
             self._tokens.invalidate(token)
             response = self._send_once(method, endpoint, self.token(budget), params, json)
-            if response.status_code == 401:
-                raise MetiAuthError(
-                    f"{method} {endpoint} was refused with a freshly issued token (HTTP 401): "
-                    f"{self._redacted(error_message(response))}"
-                )
-        if response.status_code >= 400:
-            raise self._api_error(response, method, endpoint)
+        raise_for_reply(response, response.status_code, method, endpoint, self._redacted)
         return response
 
     def parse_json(self, response: requests.Response, method: str, endpoint: str) -> Any:
@@ -230,12 +223,29 @@ class Transport:
                 f"request failed: {_root_cause(error)}", method=method, path=path
             ) from None
 
-    def _api_error(self, response: requests.Response, method: str, endpoint: str) -> MetiApiError:
-        return api_error(response, response.status_code, method, endpoint, self._redacted)
-
     def _redacted(self, text: str) -> str:
         secrets = (*self._token_source.secrets(), self._tokens.current() or "")
         return redact(text, secrets)
+
+
+def raise_for_reply(
+    reply: Reply, status: int, method: str, endpoint: str, redacted: Callable[[str], str]
+) -> None:
+    """Raise for an error reply, once any 401 has had its renewal and replay.
+
+    :param reply: the reply, its body read
+    :param status: its HTTP status
+    :param method: the request's method
+    :param endpoint: the request's path
+    :param redacted: removes secrets from the server's message
+    """
+    if status == 401:
+        raise MetiAuthError(
+            f"{method} {endpoint} was refused with a freshly issued token (HTTP 401): "
+            f"{redacted(error_message(reply))}"
+        )
+    if status >= 400:
+        raise api_error(reply, status, method, endpoint, redacted)
 
 
 def api_error(
@@ -282,6 +292,12 @@ def request_name(method: str, endpoint: str, params: Mapping[str, Any] | None) -
         return f"{method} {endpoint}"
     query = "&".join(f"{key}={value}" for key, value in sorted(params.items()))
     return f"{method} {endpoint}?{query}"
+
+
+def retry_rule(method: str) -> Callable[[BaseException], bool]:
+    """Which failures a request may be retried on: any retryable one for an idempotent
+    method; for POST and PATCH only those the server cannot have acted on."""
+    return is_retryable if method in IDEMPOTENT_METHODS else retryable_unprocessed
 
 
 def retryable_unprocessed(error: BaseException) -> bool:

@@ -2,7 +2,7 @@
 
 The asyncio twin of ``transport.Transport``, built from the same parts: the token request
 body and its parsing (``auth``), the retry budget (``retries.AsyncCallBudget``), the error
-and JSON readers (``transport.api_error``, ``transport.json_body``, ``_http``). What is its
+and JSON readers (``transport.raise_for_reply``, ``transport.json_body``, ``_http``). What is its
 own: sending through aiohttp, and turning aiohttp's failures into ``MetiError``s.
 """
 
@@ -16,21 +16,15 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from airflow_provider_meti._http import ReadReply, check_base_url, error_message, join_url, origin
+from airflow_provider_meti._http import ReadReply, check_base_url, join_url, origin
 from airflow_provider_meti._http import redact as redact_secrets
 from airflow_provider_meti.aio.session import new_session, proxy_for
 from airflow_provider_meti.aio.tokens import AsyncTokenManager
 from airflow_provider_meti.auth import IssuedToken, TokenSource, token_payload
-from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError, MetiConnectionError
-from airflow_provider_meti.retries import AsyncCallBudget, is_retryable
+from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
+from airflow_provider_meti.retries import AsyncCallBudget
 from airflow_provider_meti.settings import ClientSettings
-from airflow_provider_meti.transport import (
-    IDEMPOTENT_METHODS,
-    api_error,
-    json_body,
-    request_name,
-    retryable_unprocessed,
-)
+from airflow_provider_meti.transport import json_body, raise_for_reply, request_name, retry_rule
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 30  # as requests
@@ -109,11 +103,10 @@ class AsyncTransport:
         the server cannot have acted on them (connection refused, 429, 503).
         """
         method = method.upper()
-        retry_if = is_retryable if method in IDEMPOTENT_METHODS else retryable_unprocessed
         reply = await budget.run(
             request_name(method, endpoint, params),
             lambda: self.send(method, endpoint, budget, params=params, json=json),
-            retry_if=retry_if,
+            retry_if=retry_rule(method),
         )
         return json_body(reply, reply.status, method, endpoint, self._redacted)
 
@@ -132,13 +125,7 @@ class AsyncTransport:
         if reply.status == 401:
             self._tokens.invalidate(token)
             reply = await self._send_once(method, endpoint, await self.token(budget), params, json)
-            if reply.status == 401:
-                raise MetiAuthError(
-                    f"{method} {endpoint} was refused with a freshly issued token (HTTP 401): "
-                    f"{self._redacted(error_message(reply))}"
-                )
-        if reply.status >= 400:
-            raise api_error(reply, reply.status, method, endpoint, self._redacted)
+        raise_for_reply(reply, reply.status, method, endpoint, self._redacted)
         return reply
 
     async def _send_once(
