@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_meti import lineage
@@ -238,3 +239,14 @@ def _connection_type_info() -> dict[str, Any]:
     from airflow_provider_meti import get_provider_info
 
     return get_provider_info()["connection-types"][0]
+
+
+class MetiHookMixin:
+    """Gives an operator or sensor with a ``meti_conn_id`` its ``hook``."""
+
+    meti_conn_id: str
+
+    @cached_property
+    def hook(self) -> MetiHook:
+        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
+        return MetiHook(self.meti_conn_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_meti._compat import (
@@ -23,7 +22,7 @@ from airflow_provider_meti._compat import (
     HITLBranchOperator,
 )
 from airflow_provider_meti.exceptions import MetiNotFoundError
-from airflow_provider_meti.hooks.meti import MetiHook
+from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
 
 __all__ = [
     "HITL_AVAILABLE",
@@ -55,7 +54,7 @@ class ReviewedSource:
     source: dict[str, Any] | None
 
 
-class MetiConflictReviewOperator(HITLBranchOperator):
+class MetiConflictReviewOperator(MetiHookMixin, HITLBranchOperator):
     """Asks a person how to settle a METI conflict, then follows the matching branch.
 
     At run time it reads the source ``source_id`` and its conflicting partners from METI and
@@ -126,11 +125,6 @@ class MetiConflictReviewOperator(HITLBranchOperator):
         self.allow_fail = allow_fail
         self.max_partners = max_partners
         self.meti_conn_id = meti_conn_id
-
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
 
     def execute(self, context: Context) -> Any:
         """Read the conflict from METI and ask; or follow the wait branch if it is settled."""

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from airflow_provider_meti import geojson
 from airflow_provider_meti._compat import AirflowException, BaseOperator, Context, ObjectStoragePath
 from airflow_provider_meti.exceptions import MetiConfigError, MetiPartialCreateError
-from airflow_provider_meti.hooks.meti import MetiHook
+from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
 from airflow_provider_meti.outputs.features import (
     compact_json,
     source_to_feature,
@@ -49,7 +49,7 @@ DEFAULT_MAX_XCOM_BYTES = 1_000_000
 """Most JSON bytes of sources ``MetiListSourcesOperator`` returns through XCom."""
 
 
-class MetiOperator(BaseOperator):
+class MetiOperator(MetiHookMixin, BaseOperator):
     """Calls any METI endpoint and returns the parsed JSON (optionally filtered).
 
     The result goes to XCom: use ``response_filter`` to keep it small.
@@ -84,11 +84,6 @@ class MetiOperator(BaseOperator):
         self.response_filter = response_filter
         self.meti_conn_id = meti_conn_id
 
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
-
     def execute(self, context: Context) -> Any:
         """Send the request; return the (filtered) JSON."""
         _refuse_token_endpoint(self.endpoint)
@@ -99,7 +94,7 @@ class MetiOperator(BaseOperator):
         return self.response_filter(body) if self.response_filter else body
 
 
-class MetiCreateSourcesOperator(BaseOperator):
+class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
     """Registers every feature of a GeoJSON FeatureCollection as a METI source.
 
     The whole collection is validated before anything is sent. Safe to retry: from the second
@@ -219,7 +214,7 @@ class MetiCreateSourcesOperator(BaseOperator):
         return created_lineage(_base_url(self.hook), self.created_count)
 
 
-class MetiGetSourceOperator(BaseOperator):
+class MetiGetSourceOperator(MetiHookMixin, BaseOperator):
     """Fetches one source and returns it.
 
     :param source_id: the METI source id (``src_...``)
@@ -239,17 +234,12 @@ class MetiGetSourceOperator(BaseOperator):
         self.source_id = source_id
         self.meti_conn_id = meti_conn_id
 
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
         """Return the source; ``MetiNotFoundError`` when it does not exist."""
         return self.hook.get_source(self.source_id)
 
 
-class MetiListSourcesOperator(BaseOperator):
+class MetiListSourcesOperator(MetiHookMixin, BaseOperator):
     """Lists every matching source, page by page, into XCom or streamed to a file.
 
     With ``output_path`` the sources are written one page at a time, so memory does not grow
@@ -326,11 +316,6 @@ class MetiListSourcesOperator(BaseOperator):
         self.extracted_count: int | None = None
         self.written_path: str | os.PathLike[str] | ObjectStoragePath | None = None
         self.written_format: str | None = None
-
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
 
     def query(self) -> dict[str, Any]:
         """The filters sent with every page request."""
@@ -416,7 +401,7 @@ class MetiListSourcesOperator(BaseOperator):
         return {"path": shown_path, "count": count}
 
 
-class MetiDeleteSourceOperator(BaseOperator):
+class MetiDeleteSourceOperator(MetiHookMixin, BaseOperator):
     """Deletes one source by its METI id, or (API v2) every source with an ``alt_id``.
 
     :param source_id: the METI source id (``src_...``)
@@ -446,11 +431,6 @@ class MetiDeleteSourceOperator(BaseOperator):
         self.missing_ok = missing_ok
         self.meti_conn_id = meti_conn_id
         self.deleted: dict[str, str | None] | None = None  # set by execute, for OpenLineage
-
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
 
     def execute(self, context: Context) -> None:
         """Delete; a missing source is fine when ``missing_ok`` or on a retried try."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_meti._compat import (
@@ -29,7 +28,7 @@ from airflow_provider_meti.exceptions import (
     MetiError,
     MetiNotFoundError,
 )
-from airflow_provider_meti.hooks.meti import MetiHook
+from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
 from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 
 # Airflow's own deferral timeout is a safety net behind the trigger's deadline, so that the
@@ -37,7 +36,7 @@ from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 DEFERRAL_TIMEOUT_GRACE = 60.0
 
 
-class MetiSensor(BaseSensorOperator):
+class MetiSensor(MetiHookMixin, BaseSensorOperator):
     """Waits until a GET on a METI endpoint succeeds (and ``response_check`` agrees).
 
     A 404 means "not yet"; every other error fails the task (see the module docstring).
@@ -65,11 +64,6 @@ class MetiSensor(BaseSensorOperator):
         self.response_check = response_check
         self.meti_conn_id = meti_conn_id
 
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
-
     def poke(self, context: Context) -> bool:
         """One GET: False on 404 or when ``response_check`` says not yet."""
         self.log.info("Poking METI: GET %s", self.endpoint)
@@ -83,7 +77,7 @@ class MetiSensor(BaseSensorOperator):
         return bool(self.response_check(body))
 
 
-class MetiSourceSensor(BaseSensorOperator):
+class MetiSourceSensor(MetiHookMixin, BaseSensorOperator):
     """Waits until a METI source exists, is free of conflicts, or is deleted.
 
     Works in ``poke``, ``reschedule`` and deferrable mode with the same meaning of
@@ -117,11 +111,6 @@ class MetiSourceSensor(BaseSensorOperator):
         self.wait_for = check_wait_for(wait_for)
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.meti_conn_id = meti_conn_id
-
-    @cached_property
-    def hook(self) -> MetiHook:
-        """The hook for ``meti_conn_id``, created on first use (after templates are rendered)."""
-        return MetiHook(self.meti_conn_id)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One lookup of the source; done when ``wait_for`` holds."""
