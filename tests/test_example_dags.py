@@ -201,6 +201,11 @@ def test_daily_extract_writes_geoparquet_and_summarises_it(run_dag, emulator, tm
     assert table.num_rows == 42
     assert set(table.column("id").to_pylist()) == set(stored)
     assert b"geo" in pq.ParquetFile(extract).schema_arrow.metadata
+    assert_summarised(dag_run, extract, stored)
+
+
+def assert_summarised(dag_run, extract, stored: dict[str, dict]) -> None:
+    """The extract task names its file and count, the summary reads it, the asset is emitted."""
     assert xcom_value(dag_run, "extract_sources") == {"path": str(extract), "count": 42}
     summary = xcom_value(dag_run, "summarise_extract")
     assert summary["count"] == 42
@@ -223,12 +228,7 @@ def test_daily_extract_writes_ndjson_when_asked(run_dag, emulator, tmp_path):
     assert len(features) == 42
     assert {feature["id"] for feature in features} == set(stored)
     assert all(feature["type"] == "Feature" for feature in features)
-    assert xcom_value(dag_run, "extract_sources") == {"path": str(extract), "count": 42}
-    summary = xcom_value(dag_run, "summarise_extract")
-    assert summary["count"] == 42
-    assert summary["hectares"] == pytest.approx(sum(s["hectares"] for s in stored.values()))
-    assert summary["conflicts"] == OVERLAPPING_FIELDS
-    assert asset_events(dag_run) == [(f"file://{DEFAULT_EXTRACT_DIR}", "extract_sources")]
+    assert_summarised(dag_run, extract, stored)
 
 
 def test_incremental_extract_asks_for_recent_changes_and_misses_none(run_dag, emulator, tmp_path):
