@@ -11,6 +11,7 @@ carry the Authorization header.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.server
 import itertools
@@ -28,6 +29,8 @@ import pytest
 import requests
 
 from airflow_provider_meti._compat import TaskDeferred
+from airflow_provider_meti.aio.client import AsyncMetiClient
+from airflow_provider_meti.auth import EmailPasswordAuth
 from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError, MetiConfigError
 from airflow_provider_meti.hooks.meti import MetiHook
 from airflow_provider_meti.operators.meti import (
@@ -35,7 +38,9 @@ from airflow_provider_meti.operators.meti import (
     MetiGetSourceOperator,
     MetiListSourcesOperator,
 )
+from airflow_provider_meti.retries import RetryPolicy
 from airflow_provider_meti.sensors.meti import MetiSourceSensor
+from airflow_provider_meti.settings import ClientSettings
 from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 from tests import airflow_compat
 from tests.airflow_context import trigger_events
@@ -578,3 +583,48 @@ def test_a_redirect_to_another_host_is_refused_before_anything_reaches_it(
     assert first.seen and all(auth == "Bearer tok-tiny-0123456789" for _, auth in first.seen)
     assert other.seen == []  # the request never went out
     assert len(first.seen) == 1  # and was not retried
+
+
+# --- the triggers' asyncio client keeps the same TLS and redirect rules ------------------------
+
+
+def get_source_async(url: str, *, verify: bool | str = True) -> dict[str, Any]:
+    """One ``get_source`` through the asyncio client the triggers use, without retries."""
+    settings = ClientSettings(base_url=url, verify=verify, retry=RetryPolicy(max_retries=0))
+    auth = EmailPasswordAuth(token_url=f"{url}/token", email="a@b.c", password="pw-tiny-Secret")
+
+    async def main() -> dict[str, Any]:
+        async with AsyncMetiClient(settings, auth) as client:
+            return await client.get_source("src_0123456789abc")
+
+    return asyncio.run(main())
+
+
+def test_the_async_client_verifies_tls_by_default(monkeypatch, tls_server):
+    url, _ = tls_server
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with pytest.raises(MetiApiError, match="TLS verification failed") as failed:
+        get_source_async(url)
+    assert "/token" in str(failed.value)  # refused at the handshake, before the password left
+    assert "pw-tiny-Secret" not in str(failed.value)
+
+
+def test_the_async_client_trusts_the_connections_ca_bundle_over_the_environment(
+    monkeypatch, tls_server
+):
+    url, ca = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    monkeypatch.setenv("CURL_CA_BUNDLE", requests.certs.where())
+    assert get_source_async(url, verify=str(ca))["id"] == "src_0123456789abc"
+
+
+def test_the_async_client_refuses_a_redirect_to_another_host(tiny_meti):
+    other = tiny_meti()
+    first = tiny_meti(redirect_to=f"http://localhost:{other.server_address[1]}")
+
+    with pytest.raises(MetiApiError, match=r"refused to follow a redirect .* another host"):
+        get_source_async(f"http://127.0.0.1:{first.server_address[1]}")
+
+    assert [auth for _, auth in first.seen] == ["Bearer tok-tiny-0123456789"]  # not retried
+    assert other.seen == []  # the token never went to the other host
