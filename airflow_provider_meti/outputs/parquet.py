@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import IO, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
@@ -84,6 +85,10 @@ def write_geoparquet(handle: IO[bytes], pages: Iterable[list[dict[str, Any]]]) -
             stats.add(geometries)
             count += len(page)
             del page, table, geometries  # one page in memory, not two
+            # Arrow's allocator keeps what a page freed for its own reuse, while the next
+            # page's Python objects and GEOS geometries come from other allocators: without
+            # handing it back, the peak grew by about 7 MiB from 1,000 to 100,000 sources.
+            pa.default_memory_pool().release_unused()
         writer.add_key_value_metadata({"geo": json.dumps(stats.geo_metadata())})
     finally:
         writer.close()  # closes the Parquet stream, not ``handle``
