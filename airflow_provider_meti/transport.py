@@ -233,11 +233,7 @@ def raise_for_reply(
 ) -> None:
     """Raise for an error reply, once any 401 has had its renewal and replay.
 
-    :param reply: the reply, its body read
-    :param status: its HTTP status
-    :param method: the request's method
-    :param endpoint: the request's path
-    :param redacted: removes secrets from the server's message
+    Takes the same arguments as :func:`api_error`.
     """
     if status == 401:
         raise MetiAuthError(
