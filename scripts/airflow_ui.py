@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,10 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts" / "topology"))
+
+from processes import ProcessGroups  # noqa: E402
+
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -75,50 +78,35 @@ def migrate(env: Mapping[str, str]) -> None:
 @contextmanager
 def components(
     home: Path, env: Mapping[str, str], commands: Mapping[str, list[str]], port: int
-) -> Iterator[list[subprocess.Popen]]:
+) -> Iterator[ProcessGroups]:
     """Run each ``airflow`` command (``{port}`` filled in) until the block ends.
 
-    Each logs to ``<home>/<name>.log`` and runs in its own process group, stopped whole.
+    The topology run's process groups: each logs to ``<home>/<name>.log``, runs in its own
+    process group and is stopped whole; anything that left its group is swept up at the end.
     """
-    processes: list[subprocess.Popen] = []
+    groups = ProcessGroups(log_dir=home, groups_file=home / "process-groups", run_id=home.name)
     try:
         for name, args in commands.items():
-            with (home / f"{name}.log").open("w") as log:
-                processes.append(
-                    subprocess.Popen(
-                        [AIRFLOW, *[arg.format(port=port) for arg in args]],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-        yield processes
+            groups.start(name, [AIRFLOW, *(arg.format(port=port) for arg in args)], dict(env))
+        yield groups
     finally:
-        for process in processes:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        groups.stop()
+        groups.sweep()
+        groups.forget_groups_file()
 
 
 def wait_for(
     condition: Callable[[], Any],
     what: str,
-    processes: list[subprocess.Popen],
+    groups: ProcessGroups,
     home: Path,
     limit: float = 240.0,
 ) -> Any:
     """Poll ``condition`` each second until it returns something truthy, and return that."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes):
-            raise SystemExit(f"an Airflow component exited; see the logs in {home}")
+        if groups.exited():
+            raise SystemExit(f"{', '.join(groups.exited())} exited; see the logs in {home}")
         with suppress(requests.RequestException, ValueError, KeyError):
             result = condition()
             if result:

@@ -42,8 +42,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     env = airflow_env(HOME, port)
     migrate(env)
-    with components(HOME, env, {"api-server": API_SERVER}, port) as processes:
-        wait_for(lambda: healthy(url), "the API server", processes, HOME, limit=120)
+    with components(HOME, env, {"api-server": API_SERVER}, port) as groups:
+        wait_for(lambda: healthy(url), "the API server", groups, HOME, limit=120)
         take_screenshot(url)
     print(f"Wrote {OUTPUT.relative_to(ROOT)} and {EXTRAS_OUTPUT.relative_to(ROOT)}")
     return 0

@@ -74,15 +74,13 @@ def main() -> int:
             AIRFLOW_CONN_METI_DEFAULT=json.dumps(connection),
         )
         migrate(env)
-        with components(HOME, env, COMPONENTS, port) as processes:
-            wait_for(lambda: healthy(url), "the API server", processes, HOME)
-            wait_for(lambda: api_get(url, f"/api/v2/dags/{DAG_ID}"), "the DAG", processes, HOME)
+        with components(HOME, env, COMPONENTS, port) as groups:
+            wait_for(lambda: healthy(url), "the API server", groups, HOME)
+            wait_for(lambda: api_get(url, f"/api/v2/dags/{DAG_ID}"), "the DAG", groups, HOME)
             run_id = f"screenshot_{secrets.token_hex(3)}"
             for args in (["unpause", DAG_ID], ["trigger", DAG_ID, "--run-id", run_id]):
                 subprocess.run([AIRFLOW, "dags", *args], env=env, check=True, capture_output=True)
-            questions = wait_for(
-                lambda: open_questions(url, run_id), "the questions", processes, HOME
-            )
+            questions = wait_for(lambda: open_questions(url, run_id), "the questions", groups, HOME)
             (shown,) = [q for q in questions if SHOWN_FIELD in q["subject"]]
             take_screenshots(url, run_id, shown["task_instance"]["map_index"])
     print(f"Wrote {OUTPUT.relative_to(ROOT)} and {LIST_OUTPUT.relative_to(ROOT)}")
