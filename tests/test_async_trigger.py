@@ -6,21 +6,14 @@ Against the emulator on 127.0.0.1; every wait is on a count or an event, never a
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from airflow_provider_meti.aio import shared
-from airflow_provider_meti.aio.client import AsyncMetiClient
-from airflow_provider_meti.auth import EmailPasswordAuth
-from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError, MetiConnectionError
+from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
 from airflow_provider_meti.retries import RetryPolicy
-from airflow_provider_meti.settings import ClientSettings
 from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 from tests.api_versions import token_request
 from tests.features import collection, square_feature
@@ -184,61 +177,6 @@ def test_a_connection_that_cannot_authenticate_is_one_error_event(meti_connectio
     (event,) = run(events_of(trigger(MISSING_ID)))
     assert event["status"] == "error"
     assert event["error"] == "MetiConfigError"
-
-
-@pytest.fixture
-def refusing_server() -> Iterator[tuple[str, list[str]]]:
-    """A server on 127.0.0.1 that issues tokens and refuses every one of them (HTTP 401).
-
-    Yields its URL and the paths it was asked for, in order.
-    """
-    asked: list[str] = []
-    issued = itertools.count(1)
-
-    class Refusing(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self._reply(200, {"token": f"tok-refused-{next(issued)}", "expires_in": 3600})
-
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            self._reply(401, {"message": "token not accepted"})
-
-        def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    serving = threading.Thread(target=server.serve_forever, name="refusing-server")
-    serving.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
-        serving.join()
-
-
-def test_a_second_401_is_an_auth_error_after_one_replay(refusing_server):
-    url, asked = refusing_server
-    auth = EmailPasswordAuth(token_url=f"{url}/token", email="a@b.c", password="pw-Secret")
-    settings = ClientSettings(base_url=url, retry=RetryPolicy(max_retries=0))
-
-    async def main() -> None:
-        async with AsyncMetiClient(settings, auth) as client:
-            await client.get_source("src_1")
-
-    with pytest.raises(MetiAuthError, match="freshly issued token") as caught:
-        run(main())
-    assert len(asked) == 2, "one request and one replay with a renewed token"
-    assert "tok-refused" not in str(caught.value) and "pw-Secret" not in str(caught.value)
 
 
 # The asyncio retry budget: the sync budget's rules, awaited.

@@ -475,7 +475,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 class TinyMeti(http.server.BaseHTTPRequestHandler):
-    """A minimal METI v1: a token for anyone, one source, and optional redirects."""
+    """A minimal METI v1: a token for anyone, one source; optionally redirects or 401s."""
 
     protocol_version = "HTTP/1.1"
     server: Any
@@ -486,6 +486,9 @@ class TinyMeti(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Authorization")))
+        if self.server.refuse:
+            self.reply({"message": "token not accepted"}, status=401)
+            return
         if self.server.redirect_to:
             self.send_response(302)
             self.send_header("Location", self.server.redirect_to + self.path)
@@ -494,9 +497,9 @@ class TinyMeti(http.server.BaseHTTPRequestHandler):
             return
         self.reply({"id": "src_0123456789abc", "alt_id": "A"})
 
-    def reply(self, payload: dict[str, Any]) -> None:
+    def reply(self, payload: dict[str, Any], status: int = 200) -> None:
         body = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -512,11 +515,15 @@ def tiny_meti() -> Iterator[Callable[..., http.server.ThreadingHTTPServer]]:
     servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
 
     def start(
-        *, tls: ssl.SSLContext | None = None, redirect_to: str | None = None
+        *,
+        tls: ssl.SSLContext | None = None,
+        redirect_to: str | None = None,
+        refuse: bool = False,
     ) -> http.server.ThreadingHTTPServer:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TinyMeti)
         server.seen = []
         server.redirect_to = redirect_to
+        server.refuse = refuse
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
             server.handle_error = lambda request, address: None  # failed handshakes
@@ -628,3 +635,13 @@ def test_the_async_client_refuses_a_redirect_to_another_host(tiny_meti):
 
     assert [auth for _, auth in first.seen] == ["Bearer tok-tiny-0123456789"]  # not retried
     assert other.seen == []  # the token never went to the other host
+
+
+def test_the_async_client_raises_an_auth_error_after_one_replay_of_a_refused_token(tiny_meti):
+    server = tiny_meti(refuse=True)
+
+    with pytest.raises(MetiAuthError, match="freshly issued token") as caught:
+        get_source_async(f"http://127.0.0.1:{server.server_address[1]}")
+
+    assert len(server.seen) == 2, "one request and one replay with a renewed token"
+    assert "tok-tiny" not in str(caught.value) and "pw-tiny-Secret" not in str(caught.value)
