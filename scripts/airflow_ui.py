@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts" / "topology"))
 
 from processes import ProcessGroups  # noqa: E402
+from servers import free_port  # noqa: E402, F401 - the scripts take it from here
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CHROMIUM = "/usr/bin/chromium"
@@ -37,12 +37,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 API_SERVER = ["api-server", "--host", "127.0.0.1", "--port", "{port}"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fresh_home(home: Path) -> None:
