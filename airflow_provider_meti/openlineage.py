@@ -40,8 +40,9 @@ from airflow_provider_meti.assets import convert_asset_to_openlineage, create_as
 from airflow_provider_meti.outputs.files import local_path
 
 # The source fields of a GeoJSON Feature's properties, beside its ``id`` and ``geometry``:
-# the fields METI's ledger documents (the typed columns of a GeoParquet extract). Sources may
-# carry more; a schema facet lists what is known.
+# the fields METI's ledger documents (the typed columns of a GeoParquet extract, in their
+# order). Sources may carry more; a schema facet lists what is known. The types are those of
+# the GeoParquet columns; NDJSON keeps each value as it came (wdpaid may be a JSON number there).
 FEATURE_PROPERTIES = (
     ("alt_id", "string"),
     ("start_at", "string"),
@@ -52,7 +53,14 @@ FEATURE_PROPERTIES = (
     ("conflict", "boolean"),
     ("conflict_with", "array<string>"),
     ("percent_overlap", "double"),
+    ("unep_overlap", "boolean"),
+    ("pa_name", "string"),
+    ("pa_designation", "string"),
+    ("wdpaid", "string"),
     ("methodology", "string"),
+    ("source_type", "string"),
+    ("attribute_type", "array<string>"),
+    ("geometry_source", "string"),
     ("steward_id", "string"),
     ("project_id", "string"),
     ("outcome_reporting_year", "integer"),
@@ -60,7 +68,9 @@ FEATURE_PROPERTIES = (
     ("created_at", "string"),
     ("updated_at", "string"),
 )
-GEOMETRY_DESCRIPTION = "the source's polygon as ISO WKB (GeoParquet 1.1, CRS OGC:CRS84)"
+GEOMETRY_DESCRIPTION = (
+    "the source's Polygon or MultiPolygon as ISO WKB (GeoParquet 1.1, CRS OGC:CRS84)"
+)
 
 
 def meti_dataset_id(base_url: str) -> tuple[str, str]:
@@ -168,7 +178,9 @@ def extract_schema(output_format: str) -> list[Any]:
         SchemaDatasetFacetFields(name="type", type="string", description='always "Feature"'),
         SchemaDatasetFacetFields(name="id", type="string", description="the METI source id"),
         SchemaDatasetFacetFields(
-            name="geometry", type="struct", description="the source's polygon (GeoJSON)"
+            name="geometry",
+            type="struct",
+            description="the source's Polygon or MultiPolygon (GeoJSON)",
         ),
         SchemaDatasetFacetFields(
             name="properties",

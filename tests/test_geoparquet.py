@@ -85,7 +85,7 @@ def test_typed_columns_and_one_row_group_per_page():
     assert schema.field("hectares").type == pa.float64()
     assert schema.field("conflict").type == pa.bool_()
     assert schema.field("conflict_with").type == pa.list_(pa.string())
-    assert schema.field("outcome_reporting_year").type == pa.int32()
+    assert schema.field("outcome_reporting_year").type == pa.int64()
     assert schema.field("geometry").type == pa.binary()
 
     row = parquet.read().to_pylist()[0]

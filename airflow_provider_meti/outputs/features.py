@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
+
+from airflow_provider_meti.outputs.json_text import compact_json
+
+__all__ = ["FEATURE_COLLECTION_EXTENSIONS", "compact_json", "source_to_feature", "write_features"]
 
 FEATURE_COLLECTION_EXTENSIONS = (".geojson", ".json")
 """``output_path`` suffixes written as one FeatureCollection; anything else is NDJSON."""
 
-# One encoder for every line: json.dumps with options builds a new JSONEncoder on each call.
-_COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
+def stored_geometry(value: Any) -> Any:
+    """The geometry of a source's ``geojson``: METI's ledger keeps either the bare geometry or
+    the whole Feature as it was sent (``{"type": "Feature", "geometry": {...}, ...}``).
 
-def compact_json(value: Any) -> str:
-    """``value`` as JSON without spaces, non-ASCII kept as is."""
-    return _COMPACT_ENCODER.encode(value)
+    :param value: the source's ``geojson`` field, as it came
+    """
+    if isinstance(value, Mapping) and value.get("type") == "Feature":
+        return value.get("geometry")
+    return value
 
 
 def source_to_feature(source: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored source as a GeoJSON Feature: its polygon as geometry, the rest as properties."""
+    """A stored source as a GeoJSON Feature: its polygon as geometry, the rest as properties.
+
+    The values are kept as they came; a stored Feature gives its geometry (its own
+    ``properties`` are the sent copy of what the source's fields say).
+    """
     properties = dict(source)  # a copy minus two keys: 3x faster than a filtering comprehension
     properties.pop("id", None)
     properties.pop("geojson", None)
     return {
         "type": "Feature",
         "id": source.get("id"),
-        "geometry": source.get("geojson"),
+        "geometry": stored_geometry(source.get("geojson")),
         "properties": properties,
     }
 

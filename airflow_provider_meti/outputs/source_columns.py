@@ -9,35 +9,52 @@ JSON object, and the typed column is null for that row.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import shapely
 import shapely.geometry
 
+from airflow_provider_meti.outputs.features import stored_geometry
+from airflow_provider_meti.outputs.json_text import compact_json, has_surrogate
+
 GEOMETRY_COLUMN = "geometry"
 EXTRA_COLUMN = "extra_fields"
-GEOMETRY_FIELD = "geojson"  # the source field that holds the polygon
+GEOMETRY_FIELD = "geojson"  # the source field that holds the polygon (or the whole Feature)
 
 _UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class _Unfit(ValueError):
     """A value that does not fit its column's type."""
 
 
+# What a converter may raise for a value of an unforeseen shape: the value goes to
+# extra_fields, the extract goes on.
+_UNFIT_ERRORS = (ValueError, TypeError, OverflowError)
+
+
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
+    # A lone surrogate ("\ud800" in the reply) is no UTF-8, which Parquet strings must be.
+    if not isinstance(value, str) or has_surrogate(value):
         raise _Unfit
     return value
 
 
 def _number(value: Any) -> float:
+    # Only finite numbers: inf (what a JSON decoder makes of 1e400) or NaN is no measurement,
+    # and would poison every sum over the column.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Unfit
-    return float(value)
+    number = float(value)  # OverflowError for an integer beyond float64
+    if not math.isfinite(number):
+        raise _Unfit
+    return number
 
 
 def _flag(value: Any) -> bool:
@@ -48,17 +65,33 @@ def _flag(value: Any) -> bool:
 
 def _year(value: Any) -> int:
     # The emulator and v2 filters carry the year as text or as a number: both are a year.
-    if isinstance(value, bool):
+    # ASCII digits only: "²".isdigit() is true, yet int("²") fails.
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise _Unfit
+        value = int(text)
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise _Unfit
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-        return int(value)
-    raise _Unfit
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _Unfit
+    return value
 
 
 def _texts(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and not has_surrogate(item) for item in value
+    ):
         raise _Unfit
     return value
+
+
+def _wdpa_id(value: Any) -> str:
+    # WDPA ids are integers, but METI's reply type is undocumented: a text column keeps
+    # either ("555", 555 -> "555") and never turns an id with a letter or a zero in front away.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value)
 
 
 def _point(value: Any) -> list[float]:
@@ -79,11 +112,12 @@ def _utc_timestamp(value: Any) -> datetime:
         text = text[:-1] + "+00:00"  # Python 3.10's fromisoformat does not read "Z"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError as error:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        # OverflowError when UTC falls outside years 1 to 9999 (0001-01-01T00:00:00+01:00)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as error:
         raise _Unfit from error
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 # name -> (Arrow type, converter). Order is column order.
@@ -98,14 +132,22 @@ _TYPED_FIELDS: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
     "conflict": (pa.bool_(), _flag),
     "conflict_with": (pa.list_(pa.string()), _texts),
     "percent_overlap": (pa.float64(), _number),
+    "unep_overlap": (pa.bool_(), _flag),
+    "pa_name": (pa.string(), _text),
+    "pa_designation": (pa.string(), _text),
+    "wdpaid": (pa.string(), _wdpa_id),
     "methodology": (pa.string(), _text),
+    "source_type": (pa.string(), _text),
+    "attribute_type": (pa.list_(pa.string()), _texts),
+    "geometry_source": (pa.string(), _text),
     "steward_id": (pa.string(), _text),
     "project_id": (pa.string(), _text),
-    "outcome_reporting_year": (pa.int32(), _year),
+    "outcome_reporting_year": (pa.int64(), _year),
     "tags": (pa.list_(pa.string()), _texts),
     "created_at": (_UTC_TIMESTAMP, _utc_timestamp),
     "updated_at": (_UTC_TIMESTAMP, _utc_timestamp),
 }
+_KNOWN_FIELDS = frozenset(_TYPED_FIELDS) | {GEOMETRY_FIELD}
 
 SOURCE_SCHEMA = pa.schema(
     [pa.field(name, type_) for name, (type_, _) in _TYPED_FIELDS.items()]
@@ -114,9 +156,12 @@ SOURCE_SCHEMA = pa.schema(
 """Columns of a GeoParquet extract; ``geometry`` holds ISO WKB (see ``parquet``)."""
 
 
-def _geometry(value: Any) -> shapely.Geometry:
+def _geometry(value: Any) -> shapely.Geometry | None:
+    geometry_json = stored_geometry(value)
+    if geometry_json is None:  # a stored Feature without geometry
+        return None
     try:
-        geometry = shapely.geometry.shape(value)
+        geometry = shapely.geometry.shape(geometry_json)
     except Exception as error:  # shapely raises several types for malformed GeoJSON
         raise _Unfit from error
     if not isinstance(geometry, shapely.Geometry):
@@ -131,19 +176,24 @@ def page_columns(page: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]
     :return: ``{column: values}`` for every column but ``geometry``, and the geometries
     """
     columns: dict[str, list[Any]] = {name: [] for name in _TYPED_FIELDS}
+    converters = [
+        (name, convert, columns[name], convert is _text)
+        for name, (_, convert) in _TYPED_FIELDS.items()
+    ]
     extras: list[str | None] = []
     geometries: list[Any] = []
     for source in page:
         unfit: dict[str, Any] = {}
-        for name, (_, convert) in _TYPED_FIELDS.items():
+        for name, convert, values, is_text in converters:
             value = source.get(name)
-            if value is not None:
+            # ASCII text needs no conversion: checked here, it saves a call for most values.
+            if value is not None and not (is_text and type(value) is str and value.isascii()):
                 try:
                     value = convert(value)
-                except _Unfit:
+                except _UNFIT_ERRORS:
                     unfit[name] = value
                     value = None
-            columns[name].append(value)
+            values.append(value)
         raw_geometry = source.get(GEOMETRY_FIELD)
         geometry = None
         if raw_geometry is not None:
@@ -153,11 +203,27 @@ def page_columns(page: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]
                 unfit[GEOMETRY_FIELD] = raw_geometry
         geometries.append(geometry)
         for name, value in source.items():
-            if name not in _TYPED_FIELDS and name != GEOMETRY_FIELD:
+            if name not in _KNOWN_FIELDS:
                 unfit[name] = value
-        extras.append(json.dumps(unfit, ensure_ascii=False, default=str) if unfit else None)
+        extras.append(compact_json(unfit) if unfit else None)
+    _drop_unbounded_geometries(page, geometries, extras)
     columns[EXTRA_COLUMN] = extras
     return columns, geometries
+
+
+def _drop_unbounded_geometries(
+    page: Sequence[Mapping[str, Any]], geometries: list[Any], extras: list[str | None]
+) -> None:
+    """Move a geometry with an infinite or NaN coordinate to ``extra_fields``: it has no
+    bounding box, and the file's ``bbox`` metadata would be no JSON."""
+    bounds = shapely.bounds(geometries)
+    unbounded = ~np.isfinite(bounds).all(axis=1) & ~shapely.is_empty(geometries)
+    unbounded &= ~shapely.is_missing(geometries)
+    for index in np.flatnonzero(unbounded).tolist():
+        geometries[index] = None
+        extra = json.loads(extras[index] or "{}")
+        extra[GEOMETRY_FIELD] = page[index].get(GEOMETRY_FIELD)
+        extras[index] = compact_json(extra)
 
 
 def page_table(page: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, list[Any]]:
