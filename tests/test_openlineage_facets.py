@@ -290,3 +290,19 @@ def test_parsing_the_operators_imports_no_openlineage():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_facets_carry_the_v2_fields_with_their_types():
+    pytest.importorskip("pyarrow", reason="the columns need the [parquet] extra")
+    from airflow_provider_meti.openlineage import extract_schema
+
+    columns = {field.name: field.type for field in extract_schema("parquet")}
+    assert columns["outcome_reporting_year"] == "int64"
+    assert columns["wdpaid"] == columns["source_type"] == columns["pa_name"] == "string"
+    assert columns["attribute_type"] == "list<item: string>"
+    assert columns["unep_overlap"] == "bool" and columns["percent_overlap"] == "double"
+    properties = {field.name: field.type for field in extract_schema("ndjson")[-1].fields}
+    assert properties["attribute_type"] == "array<string>"
+    assert properties["outcome_reporting_year"] == "integer"
+    assert properties["geometry_source"] == properties["wdpaid"] == "string"
+    assert properties["unep_overlap"] == "boolean"
