@@ -1,16 +1,24 @@
 """The emulator's source ledger: storage, conflicts and listing, shared safely between threads.
 
-It follows METI's open-source ledger (millpont/open-meti): a collection is stored all or
-nothing; a new source conflicts with a stored one when their ``[start_at, end_at)`` windows
-overlap and the new polygon shrunk inward by 9 m still meets the stored one; both then list
-each other in ``conflict_with``; deleting a source releases its neighbours.
+It decides like METI's open-source ledger (millpont/open-meti), trigger by trigger:
+- ``process_feature_collection``: a collection is read (``reading.py``) and stored all or
+  nothing; its rows are inserted in order, and each row's checks see the rows before it, so
+  duplicates in one collection conflict with each other;
+- ``sources_before_insert``: hectares, centroid, country; the row conflicts with every stored
+  source of the same country whose ``[start_at, end_at)`` overlaps and which intersects the
+  new polygon buffered by -9 m; its ``percent_overlap`` is over those partners;
+- ``sources_after_insert`` (after the whole collection): each partner gets the new id and its
+  ``percent_overlap`` again, over its mutual partners;
+- ``sources_before_delete``: the id leaves its neighbours' ``conflict_with``; every source
+  that intersects the deleted one and overlaps it in time gets ``percent_overlap`` again, over
+  *every* source intersecting it and overlapping it in time.
+No trigger touches ``updated_at``. Choices and known differences are in ``decisions.py``.
 
 Every source belongs to one account. Reads and deletes can be limited to an account (the API
-always limits them to the caller's); conflicts are found across accounts, since overlapping
-claims by different parties are what METI exists to flag.
+always limits them to the caller's); conflicts are found across accounts, as in METI.
 
-Longer than most modules on purpose: one lock guards storage, conflict marking and
-listing together, and splitting the class would split what that lock keeps consistent.
+Longer than most modules on purpose: one lock guards storage, conflict marking and listing
+together, and splitting the class would split what that lock keeps consistent.
 """
 
 from __future__ import annotations
@@ -19,34 +27,45 @@ import json
 import random
 import string
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import lru_cache
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Literal, cast
 
+from airflow_provider_meti.emulator.areas import hectares
+from airflow_provider_meti.emulator.countries import CountryBoundaries
 from airflow_provider_meti.emulator.credentials import DEFAULT_ACCOUNT
+from airflow_provider_meti.emulator.decisions import DEFAULT_COUNTRY
 from airflow_provider_meti.emulator.geometry import (
     BBox,
-    LocalFrame,
-    Point,
-    bounding_box,
-    covered_fraction,
-    planar_centroid,
-    rings_of,
-    shrunk_intersects,
-    spheroid_area_m2,
+    centroid,
+    equal_area,
+    shrunk_for_conflicts,
 )
 from airflow_provider_meti.emulator.grid_index import GridIndex
-from airflow_provider_meti.geojson import validate_feature_collection
-from airflow_provider_meti.timestamps import parse_timestamp
+from airflow_provider_meti.emulator.reading import ReadFeature, read_collection
+from airflow_provider_meti.emulator.timestamps import format_timestamptz, parse_timestamptz
+from airflow_provider_meti.emulator.validity import BaseGeometry, shapely
 
-COUNTRY = "XX"
-"""Every source gets this country: the emulator plays one country covering the world."""
-CONFLICT_INSET_M = 9.0
-COPIED_PROPERTIES = ("methodology", "steward_id", "project_id", "outcome_reporting_year", "tags")
+COUNTRY = DEFAULT_COUNTRY
+FIELD_NAMES = (
+    "methodology",
+    "source_type",
+    "attribute_type",
+    "geometry_source",
+    "tags",
+    "steward_id",
+    "project_id",
+    "outcome_reporting_year",
+)
+"""v2's descriptive SourceCreateRequest fields, stored on every source of one create."""
+COPIED_PROPERTIES = FIELD_NAMES  # the name older callers import
 FILTER_FIELDS = ("methodology", "steward_id", "project_id", "outcome_reporting_year")
+PROTECTED_AREA_FIELDS = ("pa_name", "pa_designation", "wdpaid")
 _ID_ALPHABET = string.ascii_letters + string.digits
+ConcurrentConflicts = Literal["serial", "ledger"]
 
 # Generated sources sit on a lattice of ~100 m squares in a reserved area (inland Australia),
 # 200 m apart, so they never touch each other and rarely anything a test submits.
@@ -62,10 +81,9 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@lru_cache(maxsize=16)  # bulk inserts stamp thousands of sources with one moment
 def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 UTC with microseconds and a ``Z``, as the ledger writes timestamps."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with a ``Z``, as the emulator prints timestamps."""
+    return format_timestamptz(moment)
 
 
 @dataclass(frozen=True)
@@ -97,31 +115,39 @@ class SourceFilter:
             return False
         if self.created_since is not None and entry.created < self.created_since:
             return False
-        return self.updated_since is None or entry.updated >= self.updated_since
+        # No trigger touches updated_at, so it is always created_at.
+        return self.updated_since is None or entry.created >= self.updated_since
 
     def is_empty(self) -> bool:
         """True when nothing is filtered out."""
         return self == SourceFilter()
 
 
-@dataclass
+@dataclass(eq=False)  # identity: entries are used as set members and dict keys
 class _Entry:
     """One stored source with what the ledger needs beside its JSON."""
 
     sequence: int
     source: dict[str, Any]
-    rings: list[list[Point]]
+    geometry: BaseGeometry
     bbox: BBox
     start: datetime
     end: datetime
     created: datetime
-    updated: datetime
     account_id: str
+    country: str | None
+    commit: int = 0
+    shrunk: BaseGeometry | None = field(default=None, repr=False)
     encoded: bytes | None = field(default=None, repr=False)
+    _equal_area: BaseGeometry | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
-        return self.source["id"]
+        return cast(str, self.source["id"])
+
+    @property
+    def updated(self) -> datetime:
+        return self.created
 
     def json_bytes(self) -> bytes:
         """The source as compact JSON, serialized once until it changes."""
@@ -129,31 +155,88 @@ class _Entry:
             self.encoded = json.dumps(self.source, separators=(",", ":")).encode()
         return self.encoded
 
-    def mark_changed(self, moment: datetime) -> None:
-        self.updated = moment
-        self.source["updated_at"] = format_timestamp(moment)
+    def changed(self) -> None:
         self.encoded = None
 
+    def equal_area(self) -> BaseGeometry:
+        """The geometry in EPSG:6933 (for ``percent_overlap``), computed once."""
+        if self._equal_area is None:
+            self._equal_area = equal_area(self.geometry)
+        return self._equal_area
+
+    def shrunk_geometry(self) -> BaseGeometry:
+        """The geometry buffered by -9 m (the new row's side of the conflict test)."""
+        if self.shrunk is None:
+            self.shrunk = shrunk_for_conflicts(self.geometry)
+            shapely.prepare(self.shrunk)
+        return self.shrunk
+
     def overlaps_in_time(self, other: _Entry) -> bool:
+        """``tstzrange(start_at, end_at) && tstzrange(...)``: half-open windows overlap."""
         return self.start < other.end and other.start < self.end
+
+    def same_country(self, other: _Entry) -> bool:
+        """``a.country = b.country``: NULL equals nothing, not even NULL."""
+        return self.country is not None and self.country == other.country
 
 
 class Ledger:
-    """Thread-safe store of sources with METI's conflict rules.
+    """Thread-safe store of sources deciding like METI's ledger.
 
-    :param seed: seeds the generator of ``src_`` ids, so a run is reproducible
+    :param seed: seeds the generator of ids, so a run is reproducible
     :param clock: returns the current aware UTC time (for ``created_at``/``updated_at``)
+    :param countries: country boundaries (a GeoJSON FeatureCollection, its path, or
+        ``CountryBoundaries``); None: one country, ``XX``, covering the world
+    :param sandbox: a ``/sandbox`` ledger: ``sandbox_`` ids, never a conflict,
+        ``unep_overlap`` None
+    :param concurrent_conflicts: ``"serial"`` (default): creates run one after the other;
+        ``"ledger"``: METI's READ COMMITTED race, where a create does not see the rows of
+        creates still in their transaction, so two overlapping collections sent at once are
+        both stored without a conflict
+    :param transaction_hold: in ``"ledger"`` mode, called (outside the lock) between a
+        create's conflict search and its commit, e.g. ``threading.Barrier(2).wait`` to make
+        two creates overlap deterministically
+    :param transaction_seconds: in ``"ledger"`` mode, how long each create holds its
+        transaction open (for HTTP tests that cannot reach the hook)
     """
 
-    def __init__(self, seed: int = 0, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        countries: CountryBoundaries | Mapping[str, Any] | str | Path | None = None,
+        sandbox: bool = False,
+        concurrent_conflicts: ConcurrentConflicts = "serial",
+        transaction_hold: Callable[[], object] | None = None,
+        transaction_seconds: float = 0.0,
+    ) -> None:
+        if concurrent_conflicts not in ("serial", "ledger"):
+            raise ValueError(
+                f"concurrent_conflicts must be 'serial' or 'ledger', got {concurrent_conflicts!r}"
+            )
+        if transaction_seconds < 0:
+            raise ValueError("transaction_seconds must not be negative")
         self._lock = threading.RLock()
         self._seed = seed
         self._clock = clock
         self._random = random.Random(seed)
+        self._countries = (
+            countries
+            if countries is None or isinstance(countries, CountryBoundaries)
+            else CountryBoundaries.load(countries)
+        )
+        self.sandbox = sandbox
+        self.concurrent_conflicts = concurrent_conflicts
+        self._hold = transaction_hold
+        self._hold_seconds = transaction_seconds
         self._entries: dict[str, _Entry] = {}
         self._by_alt_id: dict[str, dict[str, None]] = {}
         self._index = GridIndex()
         self._sequence = 0
+        self._commits = 0
+        self._pending_ids: set[str] = set()
+        self._missed: list[tuple[str, str]] = []
         self._seed_cursor = 0
         self._seed_areas: dict[int, float] = {}
         # Bumped by every write, so a cached listing knows when it is stale.
@@ -163,24 +246,49 @@ class Ledger:
     # --- writes ----------------------------------------------------------------------------
 
     def create(
-        self, feature_collection: Mapping[str, Any], *, account_id: str = DEFAULT_ACCOUNT
+        self,
+        feature_collection: Mapping[str, Any],
+        *,
+        account_id: str = DEFAULT_ACCOUNT,
+        fields: Mapping[str, Any] | None = None,
     ) -> list[dict[str, str]]:
-        """Validate and store every feature, or none; return ``{"id", "alt_id"}`` per feature.
+        """Read and store every feature, or none; return ``{"id", "alt_id"}`` per feature.
 
         :param feature_collection: a GeoJSON FeatureCollection
         :param account_id: the account the new sources belong to
-        :raises MetiValidationError: the collection breaks a rule; nothing was stored
+        :param fields: v2's descriptive fields (``FIELD_NAMES``) for every new source;
+            ``properties`` are not copied (the ledger does not copy them)
+        :raises CollectionRejected: a feature or the collection breaks a rule; nothing stored
         """
-        features = validate_feature_collection(feature_collection)
+        descriptive = _descriptive_fields(fields or {})
+        features = read_collection(feature_collection)
+        if self.concurrent_conflicts == "serial":
+            with self._lock:
+                rows = self._insert_rows(features, account_id, descriptive)
+                self._commit(rows, snapshot=self._commits)
+        else:
+            with self._lock:
+                snapshot = self._commits
+                rows = self._insert_rows(features, account_id, descriptive)
+            try:
+                if self._hold is not None:
+                    self._hold()
+                if self._hold_seconds:
+                    time.sleep(self._hold_seconds)
+            finally:
+                with self._lock:
+                    self._commit(rows, snapshot=snapshot)
+        return [{"id": row.id, "alt_id": row.source["alt_id"]} for row in rows]
+
+    @property
+    def missed_conflicts(self) -> list[tuple[str, str]]:
+        """Pairs of sources that would conflict but were stored by concurrent transactions
+        (``"ledger"`` mode), so neither lists the other; in commit order."""
         with self._lock:
-            self._version += 1
-            now = self._clock()
-            return [
-                self._insert(self._new_entry(feature, now, account_id), now) for feature in features
-            ]
+            return list(self._missed)
 
     def delete(self, source_id: str, *, account_id: str | None = None) -> bool:
-        """Delete one source and release its neighbours; False when it does not exist.
+        """Delete one source as the ledger's delete triggers do; False when it does not exist.
 
         :param account_id: only a source of this account (None: any account)
         """
@@ -188,9 +296,10 @@ class Ledger:
             entry = self._entries.get(source_id)
             if entry is None or not _in_account(entry, account_id):
                 return False
+            self._before_delete(entry)
             del self._entries[source_id]
-            self._version += 1
             self._forget(entry)
+            self._version += 1
             return True
 
     def delete_by_alt_id(self, alt_id: str, *, account_id: str | None = None) -> int:
@@ -209,13 +318,13 @@ class Ledger:
         start_at: str = "2024-01-01T00:00:00Z",
         end_at: str = "2025-01-01T00:00:00Z",
         account_id: str = DEFAULT_ACCOUNT,
-        **properties: Any,
+        **fields: Any,
     ) -> int:
         """Bulk-insert ``count`` generated, non-overlapping sources (for benchmarks).
 
         They skip the conflict search: they lie apart from each other on a lattice in a
-        reserved area (see ``SEED_ORIGIN``). Extra keyword arguments become properties such
-        as ``methodology`` or ``project_id``.
+        reserved area (see ``SEED_ORIGIN``). Extra keyword arguments are descriptive fields
+        (``FIELD_NAMES``) such as ``methodology`` or ``project_id``.
 
         :param count: how many sources to add
         :param account_id: the account the new sources belong to
@@ -223,20 +332,32 @@ class Ledger:
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be a non-negative integer, got {count!r}")
-        start, end = parse_timestamp(start_at), parse_timestamp(end_at)
+        start, end = parse_timestamptz(start_at), parse_timestamptz(end_at)
         if end <= start:
             raise ValueError("end_at must be after start_at")
-        unknown = set(properties) - set(COPIED_PROPERTIES)
-        if unknown:
-            raise ValueError(f"unknown properties: {', '.join(sorted(unknown))}")
+        descriptive = _descriptive_fields(fields)
         with self._lock:
             if self._seed_cursor + count > SEED_CAPACITY:
                 raise ValueError(f"at most {SEED_CAPACITY} generated sources fit the lattice")
             self._version += 1
+            self._commits += 1
             now = self._clock()
-            for _ in range(count):
+            positions = range(self._seed_cursor, self._seed_cursor + count)
+            self._seed_cursor += count
+            rows = [divmod(position, SEED_COLUMNS) for position in positions]
+            wests = [SEED_ORIGIN[0] + column * SEED_PITCH_DEG for _, column in rows]
+            souths = [SEED_ORIGIN[1] - row * SEED_PITCH_DEG for row, _ in rows]
+            boxes = shapely.box(
+                wests,
+                souths,
+                [w + SEED_SIDE_DEG for w in wests],
+                [s + SEED_SIDE_DEG for s in souths],
+            )
+            for position, (row, _), west, south, geometry in zip(
+                positions, rows, wests, souths, boxes, strict=True
+            ):
                 entry = self._lattice_entry(
-                    start_at, end_at, start, end, properties, now, account_id
+                    position, row, west, south, geometry, start, end, descriptive, now, account_id
                 )
                 self._store(entry)
             return len(self._entries)
@@ -247,6 +368,7 @@ class Ledger:
             self._entries.clear()
             self._by_alt_id.clear()
             self._index.clear()
+            self._missed.clear()
             self._random = random.Random(self._seed)
             self._sequence = 0
             self._seed_cursor = 0
@@ -263,7 +385,7 @@ class Ledger:
             entry = self._entries.get(source_id)
             if entry is None or not _in_account(entry, account_id):
                 return None
-            return json.loads(entry.json_bytes())
+            return cast("dict[str, Any]", json.loads(entry.json_bytes()))
 
     def all(self, *, account_id: str | None = None) -> list[dict[str, Any]]:
         """Copies of every source (of one account, when given), in creation order."""
@@ -299,7 +421,7 @@ class Ledger:
             chosen = matching[offset : offset + limit]
             return [entry.json_bytes() for entry in chosen], len(matching)
 
-    # --- internals -------------------------------------------------------------------------
+    # --- listing ---------------------------------------------------------------------------
 
     def _matching(self, filters: SourceFilter) -> list[_Entry]:
         """Entries passing ``filters``; the last answer is reused while nothing changes,
@@ -323,111 +445,234 @@ class Ledger:
         self._listing_cache = (filters, self._version, matching)
         return matching
 
-    def _new_entry(self, feature: Mapping[str, Any], now: datetime, account_id: str) -> _Entry:
-        properties = feature["properties"]
-        geometry = feature["geometry"]
-        rings = rings_of(geometry)
+    # --- insert: process_feature_collection, sources_before_insert -------------------------
+
+    def _insert_rows(
+        self, features: list[ReadFeature], account_id: str, fields: Mapping[str, Any]
+    ) -> list[_Entry]:
+        now = self._clock()
+        rows: list[_Entry] = []
+        for feature in features:
+            rows.append(self._before_insert(feature, rows, now, account_id, fields))
+        return rows
+
+    def _before_insert(
+        self,
+        feature: ReadFeature,
+        earlier: list[_Entry],
+        now: datetime,
+        account_id: str,
+        fields: Mapping[str, Any],
+    ) -> _Entry:
+        geometry = feature.geometry
+        point = centroid(geometry)
+        country = (
+            COUNTRY if self._countries is None else self._countries.country_of(point[0], point[1])
+        )
         source = self._source_dict(
-            alt_id=feature["id"],
-            start_at=properties["start_at"],
-            end_at=properties["end_at"],
-            geometry=json.loads(json.dumps(geometry)),
-            hectares=round(spheroid_area_m2(rings) / 10_000, 3),
-            centroid=planar_centroid(rings),
-            properties=properties,
+            alt_id=feature.alt_id,
+            start=feature.start,
+            end=feature.end,
+            geojson=feature.feature,
+            hectares=hectares(feature.polygons),
+            country=country,
+            centroid=point,
+            fields=fields,
             now=now,
         )
-        return self._entry(
+        self._sequence += 1
+        entry = _Entry(
+            self._sequence,
             source,
-            rings,
-            parse_timestamp(properties["start_at"]),
-            parse_timestamp(properties["end_at"]),
+            geometry,
+            cast(BBox, tuple(geometry.bounds)),
+            feature.start,
+            feature.end,
             now,
             account_id,
+            country,
         )
+        if self.sandbox:
+            return entry
+        shrunk = entry.shrunk_geometry()
+        partners = [
+            other
+            for other in self._visible(shrunk.bounds, earlier)
+            if other.same_country(entry)
+            and other.overlaps_in_time(entry)
+            and shapely.intersects(other.geometry, shrunk)
+        ]
+        entry.source["conflict_with"] = [partner.id for partner in partners]
+        entry.source["conflict"] = bool(partners)
+        if partners:
+            entry.source["percent_overlap"] = _covered_share(
+                entry,
+                [
+                    partner
+                    for partner in partners
+                    if partner.overlaps_in_time(entry)
+                    and shapely.intersects(partner.geometry, geometry)
+                ],
+            )
+        return entry
+
+    def _visible(self, box: tuple[float, ...], earlier: list[_Entry]) -> list[_Entry]:
+        """Committed sources near ``box``, then this statement's earlier rows, in order."""
+        if box and len(box) == 4 and not any(value != value for value in box):  # not empty
+            bbox = cast(BBox, tuple(box))
+            nearby = [self._entries[key] for key in cast("set[str]", self._index.candidates(bbox))]
+        else:
+            return []
+        committed = sorted(nearby, key=lambda entry: entry.sequence)
+        return [*committed, *earlier]
+
+    # --- commit: sources_after_insert ------------------------------------------------------
+
+    def _commit(self, rows: list[_Entry], *, snapshot: int) -> None:
+        self._commits += 1
+        self._version += 1
+        for row in rows:
+            row.commit = self._commits
+            self._store(row)
+        if self.sandbox:
+            return
+        for row in rows:
+            self._after_insert(row)
+        if snapshot < self._commits - 1:
+            self._note_missed(rows, snapshot)
+
+    def _after_insert(self, new: _Entry) -> None:
+        if not new.source["conflict"]:
+            return
+        partners = [self._entries[i] for i in new.source["conflict_with"] if i in self._entries]
+        for partner in partners:
+            kept = list(dict.fromkeys(partner.source["conflict_with"]))
+            partner.source["conflict_with"] = [*kept, new.id]
+            partner.source["conflict"] = True
+            partner.changed()
+        for partner in partners:
+            if shapely.intersects(partner.geometry, new.geometry):
+                partner.source["percent_overlap"] = self._mutual_share(partner)
+
+    def _mutual_share(self, subject: _Entry) -> float | None:
+        listed = set(subject.source["conflict_with"])
+        others = [
+            other
+            for other in self._nearby(subject)
+            if other.id in listed
+            and subject.id in other.source["conflict_with"]
+            and other.same_country(subject)
+            and other.overlaps_in_time(subject)
+            and shapely.intersects(other.geometry, subject.geometry)
+        ]
+        return _covered_share(subject, others)
+
+    def _note_missed(self, rows: list[_Entry], snapshot: int) -> None:
+        """Record conflicts the race hid: rows committed by others since ``snapshot``."""
+        own = {row.id for row in rows}
+        for row in rows:
+            for other in self._nearby(row):
+                if other.id in own or other.commit <= snapshot or other.commit == row.commit:
+                    continue
+                if (
+                    other.same_country(row)
+                    and other.overlaps_in_time(row)
+                    and (
+                        shapely.intersects(other.geometry, row.shrunk_geometry())
+                        or shapely.intersects(row.geometry, other.shrunk_geometry())
+                    )
+                ):
+                    self._missed.append((other.id, row.id))
+
+    # --- delete: sources_before_delete, remove_conflict_id_on_delete -----------------------
+
+    def _before_delete(self, old: _Entry) -> None:
+        nearby = self._nearby(old)
+        listed = [self._entries[i] for i in old.source["conflict_with"] if i in self._entries]
+        for neighbour in dict.fromkeys([*listed, *nearby]):
+            if neighbour is old or old.id not in neighbour.source["conflict_with"]:
+                continue
+            remaining = [i for i in neighbour.source["conflict_with"] if i != old.id]
+            neighbour.source["conflict_with"] = remaining
+            neighbour.source["conflict"] = bool(remaining)
+            neighbour.changed()
+        for neighbour in nearby:
+            if (
+                neighbour is old
+                or not neighbour.same_country(old)
+                or not neighbour.overlaps_in_time(old)
+                or not shapely.intersects(neighbour.geometry, old.geometry)
+            ):
+                continue
+            if not neighbour.source["conflict"] or not neighbour.source["conflict_with"]:
+                share = None
+            else:
+                # Not only partners: every source meeting it in space and time counts here.
+                share = _covered_share(
+                    neighbour,
+                    [
+                        other
+                        for other in self._nearby(neighbour)
+                        if other is not neighbour
+                        and other is not old
+                        and other.same_country(neighbour)
+                        and other.overlaps_in_time(neighbour)
+                        and shapely.intersects(other.geometry, neighbour.geometry)
+                    ],
+                )
+            neighbour.source["percent_overlap"] = share
+            neighbour.changed()
+        # remove_conflict_id_on_delete then clears `conflict` where conflict_with is empty,
+        # which the loop above has already done for every source listing the deleted one.
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def _nearby(self, entry: _Entry) -> list[_Entry]:
+        keys = cast("set[str]", self._index.candidates(entry.bbox))
+        return sorted((self._entries[key] for key in keys), key=lambda other: other.sequence)
 
     def _source_dict(
         self,
         *,
         alt_id: str,
-        start_at: str,
-        end_at: str,
-        geometry: dict[str, Any],
+        start: datetime,
+        end: datetime,
+        geojson: dict[str, Any],
         hectares: float,
-        centroid: Point,
-        properties: Mapping[str, Any],
+        country: str | None,
+        centroid: tuple[float, float],
+        fields: Mapping[str, Any],
         now: datetime,
     ) -> dict[str, Any]:
-        stamp = format_timestamp(now)
+        stamp = format_timestamptz(now)
         return {
             "id": self._new_id(),
             "alt_id": alt_id,
-            "start_at": start_at,
-            "end_at": end_at,
-            "geojson": geometry,
+            "start_at": format_timestamptz(start),
+            "end_at": format_timestamptz(end),
+            "geojson": geojson,
             "hectares": hectares,
-            "country": COUNTRY,
-            "centroid": [round(centroid[0], 7), round(centroid[1], 7)],
+            "country": country,
+            "centroid": [centroid[0], centroid[1]],
             "conflict": False,
             "conflict_with": [],
             "percent_overlap": None,
-            **{name: properties.get(name) for name in COPIED_PROPERTIES},
+            # docs leave open how METI decides a protected-area overlap; none known here.
+            "unep_overlap": None if self.sandbox else False,
+            **dict.fromkeys(PROTECTED_AREA_FIELDS),
+            **fields,
             "created_at": stamp,
             "updated_at": stamp,
         }
 
-    def _entry(
-        self,
-        source: dict[str, Any],
-        rings: list[list[Point]],
-        start: datetime,
-        end: datetime,
-        now: datetime,
-        account_id: str,
-    ) -> _Entry:
-        self._sequence += 1
-        return _Entry(
-            self._sequence, source, rings, bounding_box(rings), start, end, now, now, account_id
-        )
-
     def _new_id(self) -> str:
         while True:
-            source_id = "src_" + "".join(self._random.choices(_ID_ALPHABET, k=13))
+            if self.sandbox:
+                source_id = f"sandbox_{self._random.getrandbits(128):032x}"
+            else:
+                source_id = "src_" + "".join(self._random.choices(_ID_ALPHABET, k=13))
             if source_id not in self._entries:
                 return source_id
-
-    def _insert(self, entry: _Entry, now: datetime) -> dict[str, str]:
-        neighbours = self._conflicting(entry)
-        entry.source["conflict_with"] = [neighbour.id for neighbour in neighbours]
-        entry.source["conflict"] = bool(neighbours)
-        self._store(entry)
-        for neighbour in neighbours:
-            neighbour.source["conflict_with"].append(entry.id)
-            neighbour.source["conflict"] = True
-        for touched in (entry, *neighbours):
-            touched.source["percent_overlap"] = self._percent_overlap(touched)
-            touched.mark_changed(now)
-        return {"id": entry.id, "alt_id": entry.source["alt_id"]}
-
-    def _conflicting(self, entry: _Entry) -> list[_Entry]:
-        frame = LocalFrame.around(entry.bbox)
-        shrinking = frame.project(entry.rings)
-        candidates = self._index.candidates(entry.bbox)  # keyed by source id
-        found = [
-            other
-            for other in map(self._entries.__getitem__, cast("set[str]", candidates))
-            if other.overlaps_in_time(entry)
-            and shrunk_intersects(shrinking, frame.project(other.rings), CONFLICT_INSET_M)
-        ]
-        return sorted(found, key=lambda other: other.sequence)
-
-    def _percent_overlap(self, entry: _Entry) -> float | None:
-        neighbours = [self._entries[i] for i in entry.source["conflict_with"] if i in self._entries]
-        if not neighbours:
-            return None
-        frame = LocalFrame.around(entry.bbox)
-        others = [frame.project(neighbour.rings) for neighbour in neighbours]
-        return round(covered_fraction(frame.project(entry.rings), others), 4)
 
     def _store(self, entry: _Entry) -> None:
         self._entries[entry.id] = entry
@@ -440,47 +685,80 @@ class Ledger:
         same_alt_id.pop(entry.id, None)
         if not same_alt_id:
             self._by_alt_id.pop(entry.source["alt_id"], None)
-        now = self._clock()
-        for neighbour_id in entry.source["conflict_with"]:
-            neighbour = self._entries.get(neighbour_id)
-            if neighbour is None:
-                continue
-            remaining = [i for i in neighbour.source["conflict_with"] if i != entry.id]
-            neighbour.source["conflict_with"] = remaining
-            neighbour.source["conflict"] = bool(remaining)
-            neighbour.source["percent_overlap"] = self._percent_overlap(neighbour)
-            neighbour.mark_changed(now)
 
     def _lattice_entry(
         self,
-        start_at: str,
-        end_at: str,
+        position: int,
+        row: int,
+        west: float,
+        south: float,
+        geometry: BaseGeometry,
         start: datetime,
         end: datetime,
-        properties: Mapping[str, Any],
+        fields: Mapping[str, Any],
         now: datetime,
         account_id: str,
     ) -> _Entry:
-        position = self._seed_cursor
-        self._seed_cursor += 1
-        row, column = divmod(position, SEED_COLUMNS)
-        west = SEED_ORIGIN[0] + column * SEED_PITCH_DEG
-        south = SEED_ORIGIN[1] - row * SEED_PITCH_DEG
         east, north = west + SEED_SIDE_DEG, south + SEED_SIDE_DEG
         ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
         if row not in self._seed_areas:
-            self._seed_areas[row] = round(spheroid_area_m2([ring]) / 10_000, 3)
+            self._seed_areas[row] = hectares([[ring]])
+        alt_id = f"seed-{position:07d}"
+        point = (west + SEED_SIDE_DEG / 2, south + SEED_SIDE_DEG / 2)
+        feature = {
+            "type": "Feature",
+            "id": alt_id,
+            "properties": {
+                "start_at": format_timestamptz(start),
+                "end_at": format_timestamptz(end),
+            },
+            "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+        }
+        country = (
+            COUNTRY if self._countries is None else self._countries.country_of(point[0], point[1])
+        )
         source = self._source_dict(
-            alt_id=f"seed-{position:07d}",
-            start_at=start_at,
-            end_at=end_at,
-            geometry={"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+            alt_id=alt_id,
+            start=start,
+            end=end,
+            geojson=feature,
             hectares=self._seed_areas[row],
-            centroid=(west + SEED_SIDE_DEG / 2, south + SEED_SIDE_DEG / 2),
-            properties=properties,
+            country=country,
+            centroid=point,
+            fields=fields,
             now=now,
         )
-        return self._entry(source, [ring], start, end, now, account_id)
+        self._sequence += 1
+        return _Entry(
+            self._sequence,
+            source,
+            geometry,
+            (west, south, east, north),
+            start,
+            end,
+            now,
+            account_id,
+            country,
+            commit=self._commits,
+        )
+
+
+def _covered_share(subject: _Entry, others: Iterable[_Entry]) -> float | None:
+    """``LEAST(1, GREATEST(0, area(union of intersections) / area))`` in EPSG:6933."""
+    planar = subject.equal_area()
+    area = float(planar.area)
+    if area == 0:
+        return None
+    pieces = [shapely.intersection(other.equal_area(), planar) for other in others]
+    covered = float(shapely.union_all(pieces).area) if pieces else 0.0
+    return min(1.0, max(0.0, covered / area))
+
+
+def _descriptive_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(FIELD_NAMES)
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    return {name: fields.get(name) for name in FIELD_NAMES}
 
 
 def _in_account(entry: _Entry, account_id: str | None) -> bool:

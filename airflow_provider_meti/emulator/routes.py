@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 
 from airflow_provider_meti.emulator.faults import ADMIN_PREFIX, FaultPlan
 from airflow_provider_meti.emulator.ledger import SourceFilter
+from airflow_provider_meti.emulator.rejections import CollectionRejected
 from airflow_provider_meti.emulator.state import EmulatorState
 from airflow_provider_meti.exceptions import MetiValidationError
 from airflow_provider_meti.timestamps import parse_timestamp
@@ -252,7 +253,7 @@ def _create_sources(state: EmulatorState, request: Request, account_id: str) -> 
         )
     try:
         created = state.ledger.create(body, account_id=account_id)
-    except MetiValidationError as error:
+    except (MetiValidationError, CollectionRejected) as error:
         return _rejection(error)
     state.counters.sources_created(len(created))
     if len(created) == 1:
@@ -307,7 +308,7 @@ def _delete_one(state: EmulatorState, source_id: str, account_id: str) -> Respon
     return json_response(200, {"message": "Source deleted successfully."})
 
 
-def _rejection(error: MetiValidationError) -> Response:
+def _rejection(error: MetiValidationError | CollectionRejected) -> Response:
     collection_level = [problem for problem in error.problems if problem.index is None]
     if collection_level:
         return error_response(400, f"Invalid FeatureCollection: {collection_level[0]}")
