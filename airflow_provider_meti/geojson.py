@@ -1,10 +1,13 @@
 """FeatureCollection loading, validation and batching, before anything reaches METI.
 
 The rules follow METI's open-source ledger (millpont/open-meti): a collection is all or
-nothing, a feature needs a valid Polygon (closed, non-self-intersecting rings), ``start_at``
-and ``end_at``, a window longer than one day and an ``id`` shorter than 50 characters.
-Unlike the API, which answers every failure with one generic message, this module names the
-feature, the field and the rule. The emulator reuses it, so the rules live only here.
+nothing, a feature needs a Polygon or MultiPolygon that ``ST_IsValid`` accepts (closed,
+non-self-intersecting rings, holes inside their shell, parts not overlapping; see
+:mod:`airflow_provider_meti.polygons`), ``start_at`` and ``end_at``, a window longer than one
+day and an ``id`` shorter than 50 characters. Two rules are the client's own policy, stricter
+than the ledger: unique ids, and no ring crossing the antimeridian. Unlike the API, which
+answers every failure with one generic message, this module names the feature, the field and
+the rule. The emulator has its own independent rules, so the two can check each other.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_meti.exceptions import FeatureProblem, MetiValidationError
+from airflow_provider_meti.polygons import parts_reason, polygon_reason
 from airflow_provider_meti.rings import Point, ring_topology_reason
 from airflow_provider_meti.timestamps import parse_timestamp as parse_timestamp  # also public here
 
@@ -241,25 +246,61 @@ def _timestamp_reason(
         return None
 
 
+GEOMETRY_TYPES = ("Polygon", "MultiPolygon")
+"""What METI stores: the docs say "valid Polygon", the Rulebook adds MultiPolygon (May 2025)."""
+
+
 def _geometry_reasons(geometry: Any, present: bool) -> list[tuple[str, str]]:
     if geometry is None:
         return [
-            ("geometry", "is required (a GeoJSON Polygon)" if not present else "must not be null")
+            (
+                "geometry",
+                "is required (a GeoJSON Polygon or MultiPolygon)"
+                if not present
+                else "must not be null",
+            )
         ]
     if not isinstance(geometry, Mapping):
         return [("geometry", f"must be a GeoJSON object, got {_json_type(geometry)}")]
-    if geometry.get("type") != "Polygon":
-        return [("geometry.type", f"must be 'Polygon' ({_got(geometry, 'type')})")]
-    rings = geometry.get("coordinates")
+    kind = geometry.get("type")
+    if kind not in GEOMETRY_TYPES:
+        got = _got(geometry, "type")
+        return [("geometry.type", f"METI takes 'Polygon' or 'MultiPolygon' ({got})")]
+    if kind == "Polygon":
+        return _polygon_reasons("geometry.coordinates", geometry.get("coordinates"), part=None)
+    return _multipolygon_reasons(geometry.get("coordinates"))
+
+
+def _multipolygon_reasons(parts: Any) -> list[tuple[str, str]]:
+    field = "geometry.coordinates"
+    if not isinstance(parts, list):
+        return [(field, f"must be a list of polygons ({_got_value(parts)})")]
+    if not parts:
+        return [(field, "a MultiPolygon needs at least one part (polygon)")]
+    reasons: list[tuple[str, str]] = []
+    for number, part in enumerate(parts):
+        reasons.extend(_polygon_reasons(f"{field}[{number}]", part, part=number))
+    if reasons or len(parts) < 2:
+        return reasons
+    reason = parts_reason([[_xy(ring) for ring in part] for part in parts])
+    return [(field, reason)] if reason else []
+
+
+def _polygon_reasons(field: str, rings: Any, *, part: int | None) -> list[tuple[str, str]]:
+    prefix = "" if part is None else f"part {part}: "
     if not isinstance(rings, list):
-        got = _got(geometry, "coordinates")
-        return [("geometry.coordinates", f"must be a list of linear rings ({got})")]
+        return [(field, f"{prefix}must be a list of linear rings ({_got_value(rings)})")]
     if not rings:
-        return [("geometry.coordinates", "must contain at least one ring")]
+        return [(field, f"{prefix}must contain at least one ring")]
     reasons: list[tuple[str, str]] = []
     for ring_index, ring in enumerate(rings):
-        reasons.extend(_ring_reasons(f"geometry.coordinates[{ring_index}]", ring))
-    return reasons
+        ring_prefix = "" if part is None else f"part {part}, ring {ring_index}: "
+        ring_reasons = _ring_reasons(f"{field}[{ring_index}]", ring)
+        reasons.extend((where, ring_prefix + reason) for where, reason in ring_reasons)
+    if reasons:
+        return reasons
+    reason = polygon_reason([_xy(ring) for ring in rings])
+    return [(field, prefix + reason)] if reason else []
 
 
 def _ring_reasons(field: str, ring: Any) -> list[tuple[str, str]]:
@@ -278,11 +319,35 @@ def _ring_reasons(field: str, ring: Any) -> list[tuple[str, str]]:
         if hidden:
             shown.append((field, f"{hidden} more positions are invalid"))
         return shown
-    points = [(float(position[0]), float(position[1])) for position in ring]
+    points = _xy(ring)
     if points[0] != points[-1]:
         return [(field, f"ring is not closed: first {_fmt(points[0])} != last {_fmt(points[-1])}")]
-    reason = ring_topology_reason(points)
+    reason = antimeridian_reason(points) or ring_topology_reason(points)
     return [(field, reason)] if reason else []
+
+
+def antimeridian_reason(ring: Sequence[Point]) -> str | None:
+    """Why a ring must be split at 180° before METI sees it, or None.
+
+    METI's ledger intersects in the plane (``ST_Intersects`` on geometry), so an edge from
+    179.9 to -179.9 is read as running the long way round: the field becomes a band about
+    360° wide and conflicts with fields across its whole latitude band. An edge with both
+    ends on ±180 (a polar cap, the whole world) is meant as that band and is accepted.
+
+    :param ring: the ring's (longitude, latitude) positions
+    """
+    for position, (a, b) in enumerate(pairwise(ring)):
+        if abs(b[0] - a[0]) > 180 and not (abs(a[0]) == 180 and abs(b[0]) == 180):
+            return (
+                f"ring crosses the antimeridian between positions {position} {_fmt(a)} and "
+                f"{position + 1} {_fmt(b)}; split the field at 180° into a MultiPolygon "
+                "(RFC 7946, section 3.1.9)"
+            )
+    return None
+
+
+def _xy(ring: list[Any]) -> list[Point]:
+    return [(float(position[0]), float(position[1])) for position in ring]
 
 
 def _position_reason(position: Any) -> str | None:
@@ -344,6 +409,10 @@ def _json_type(value: Any) -> str:
     if isinstance(value, Mapping):
         return "object"
     return type(value).__name__
+
+
+def _got_value(value: Any) -> str:
+    return f"got {value!r}" if isinstance(value, str) else f"got {_json_type(value)}"
 
 
 def _got(container: Mapping[str, Any], key: str) -> str:

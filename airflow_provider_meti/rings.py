@@ -7,11 +7,13 @@ in exact arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import pairwise
 
 Point = tuple[float, float]
+Edge = tuple[int, int]
+"""An edge as (ring index, index of its first position in that ring)."""
 
 
 def ring_topology_reason(ring: Sequence[Point]) -> str | None:
@@ -130,3 +132,43 @@ def orientation(a: Point, b: Point, c: Point) -> int:
     ax, ay, bx, by, cx, cy = (Fraction(v) for v in (*a, *b, *c))
     exact = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
     return (exact > 0) - (exact < 0)
+
+
+def distinct_corners(ring: Sequence[Point]) -> list[Point]:
+    """``ring`` without consecutive repeated positions (still closed when ``ring`` was)."""
+    return _without_repeats(ring)[0]
+
+
+def edges_near_each_other(rings: Sequence[Sequence[Point]]) -> Iterator[tuple[Edge, Edge]]:
+    """Pairs of edges of two different rings whose bounding boxes meet, each as (ring, edge).
+
+    The same sweep as :func:`ring_topology_reason`, over the edges of every ring at once, so
+    the rings of a polygon are compared in O((n + pairs) log n) rather than edge by edge.
+
+    :param rings: closed rings without consecutive repeats; edge ``k`` runs from position
+        ``k`` to ``k + 1``
+    """
+    owners: list[Edge] = [(r, k) for r, ring in enumerate(rings) for k in range(len(ring) - 1)]
+    if not owners:
+        return
+    every_point = [point for ring in rings for point in ring]
+    transpose = _sweep_along_y_is_cheaper(every_point)
+
+    def ends(edge: Edge) -> tuple[Point, Point]:
+        ring = rings[edge[0]]
+        a, b = ring[edge[1]], ring[edge[1] + 1]
+        return ((a[1], a[0]), (b[1], b[0])) if transpose else (a, b)
+
+    boxes = []
+    for edge in owners:
+        (ax, ay), (bx, by) = ends(edge)
+        boxes.append((min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)))
+    active: list[int] = []
+    for i in sorted(range(len(owners)), key=lambda k: boxes[k][0]):
+        left, _, low, high = boxes[i]
+        active = [j for j in active if boxes[j][1] >= left]
+        for j in active:
+            if owners[j][0] == owners[i][0] or boxes[j][3] < low or boxes[j][2] > high:
+                continue
+            yield (owners[j], owners[i]) if j < i else (owners[i], owners[j])
+        active.append(i)

@@ -222,7 +222,9 @@ def test_parse_timestamp_rejects_non_strings():
 def test_missing_and_null_geometry():
     no_geometry = feature()
     del no_geometry["geometry"]
-    assert only_problem(fc(no_geometry)).endswith("geometry: is required (a GeoJSON Polygon)")
+    assert only_problem(fc(no_geometry)).endswith(
+        "geometry: is required (a GeoJSON Polygon or MultiPolygon)"
+    )
     assert only_problem(fc(feature(geometry=None))).endswith("geometry: must not be null")
 
 
@@ -233,9 +235,9 @@ def test_geometry_must_be_an_object():
 
 
 def test_the_geometry_type_given_is_named():
-    geometry = {"type": "MultiPolygon", "coordinates": [[SQUARE]]}
+    geometry = {"type": "Point", "coordinates": [0.0, 0.0]}
     assert only_problem(fc(feature(geometry=geometry))).endswith(
-        "geometry.type: must be 'Polygon' (got 'MultiPolygon')"
+        "geometry.type: METI takes 'Polygon' or 'MultiPolygon' (got 'Point')"
     )
 
 
