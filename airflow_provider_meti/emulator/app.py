@@ -7,12 +7,17 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from airflow_provider_meti.emulator.credentials import DEFAULT_ACCOUNT
+from airflow_provider_meti.emulator.credentials import ALL_SCOPES, DEFAULT_ACCOUNT
 from airflow_provider_meti.emulator.faults import DEFAULT_KINDS, DEFAULT_PATHS, FaultPlan
 from airflow_provider_meti.emulator.ledger import Ledger
 from airflow_provider_meti.emulator.routes import OAUTH_TOKEN_PATH
 from airflow_provider_meti.emulator.server import MetiHTTPServer
-from airflow_provider_meti.emulator.state import DEFAULT_AUDIENCE, EmulatorState
+from airflow_provider_meti.emulator.state import (
+    DEFAULT_AUDIENCE,
+    ENVELOPE_EXTRAS,
+    EmulatorState,
+    ServerModes,
+)
 
 STOP_TIMEOUT_S = 5.0
 
@@ -21,6 +26,16 @@ def _normalised_base_path(path: str) -> str:
     """``"meti/api/"`` -> ``"/meti/api"``; empty stays empty."""
     stripped = path.strip("/")
     return f"/{stripped}" if stripped else ""
+
+
+def _ledger_options(concurrent_conflicts: str | None, countries: Any) -> dict[str, Any]:
+    """Only the options given, so the ledger's own defaults hold otherwise."""
+    options: dict[str, Any] = {}
+    if concurrent_conflicts is not None:
+        options["concurrent_conflicts"] = concurrent_conflicts
+    if countries is not None:
+        options["countries"] = countries
+    return options
 
 
 class MetiEmulator:
@@ -45,8 +60,21 @@ class MetiEmulator:
     :param base_path: serve the API under this prefix (e.g. ``"/meti/api"``), as behind a
         gateway; :attr:`base_url` includes it, :attr:`url` does not
     :param documented_only: behave only as METI documents: the listing ignores the
-        emulator's extra filters (``alt_id``, ``conflict``, ``created_since``,
-        ``updated_since``) as the real service ignores an unknown parameter
+        emulator's extra filters (v1: ``alt_id``, ``conflict``, ``created_since``,
+        ``updated_since``; v2: the last three) as the real service ignores an unknown parameter
+    :param reply_shape: ``"current"``, or ``"2024"`` for v1 GET replies in the GitBook 2024
+        names (``internal_id``, ``claim_start``/``claim_end``, ``hectares`` as text,
+        ``conflicting_sources``, a country name, ``+00:00`` timestamps)
+    :param max_page_size: cap every listing's ``limit`` at this many (None: no cap)
+    :param envelope_extras: with ``list_envelope``, the keys beside the page, among
+        ``total``, ``limit``, ``offset`` (e.g. ``("total",)`` for ``{"data": [...], "total"}``)
+    :param trickle_bytes_per_second: send the bodies of ``/sources`` replies this slowly
+        (None: at once), ``trickle_chunk_bytes`` per write
+    :param trickle_chunk_bytes: bytes per write while trickling
+    :param echo_request_in_errors: 4xx and 5xx bodies quote the request body, as some gateways do
+    :param token_reply_form: the token endpoints answer 200 with a form-encoded body
+    :param concurrent_conflicts: passed to both ledgers (see :class:`Ledger`); None: its default
+    :param countries: country boundaries for both ledgers (see :class:`Ledger`); None: none
     """
 
     def __init__(
@@ -61,6 +89,15 @@ class MetiEmulator:
         list_envelope: str | None = None,
         base_path: str = "",
         documented_only: bool = False,
+        reply_shape: str = "current",
+        max_page_size: int | None = None,
+        envelope_extras: Sequence[str] = ENVELOPE_EXTRAS,
+        trickle_bytes_per_second: float | None = None,
+        trickle_chunk_bytes: int = 1,
+        echo_request_in_errors: bool = False,
+        token_reply_form: bool = False,
+        concurrent_conflicts: str | None = None,
+        countries: Any = None,
     ) -> None:
         self.host = host
         self.base_path = _normalised_base_path(base_path)
@@ -73,6 +110,16 @@ class MetiEmulator:
             seed=seed,
             list_envelope=list_envelope,
             documented_only=documented_only,
+            modes=ServerModes(
+                reply_shape=reply_shape,
+                max_page_size=max_page_size,
+                envelope_extras=tuple(envelope_extras),
+                trickle_bytes_per_second=trickle_bytes_per_second,
+                trickle_chunk_bytes=trickle_chunk_bytes,
+                echo_request_in_errors=echo_request_in_errors,
+                token_reply_form=token_reply_form,
+            ),
+            ledger_options=_ledger_options(concurrent_conflicts, countries),
         )
         self._server: MetiHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -155,6 +202,28 @@ class MetiEmulator:
         return self.state.ledger
 
     @property
+    def sandbox_ledger(self) -> Ledger:
+        """The sandbox's stored sources (what ``/sandbox/sources`` serves)."""
+        return self.state.sandbox_ledger
+
+    @property
+    def modes(self) -> ServerModes:
+        """The odd-but-legal answering modes in force (see the class docstring)."""
+        return self.state.modes
+
+    def set_modes(self, **settings: Any) -> ServerModes:
+        """Change answering modes at run time, e.g. ``set_modes(max_page_size=100)``.
+
+        :param settings: any of ``reply_shape``, ``max_page_size``, ``envelope_extras``,
+            ``trickle_bytes_per_second``, ``trickle_chunk_bytes``, ``echo_request_in_errors``,
+            ``token_reply_form``
+        :return: the modes now in force
+        :raises ValueError: an unknown name or a bad value
+        """
+        self.state.modes = self.state.modes.updated(settings)
+        return self.state.modes
+
+    @property
     def token_ttl(self) -> float:
         """Lifetime of tokens issued from now on, in seconds."""
         return self.state.tokens.ttl
@@ -231,13 +300,20 @@ class MetiEmulator:
         self.state.users.add(email, password, account_id)
 
     def add_client(
-        self, client_id: str, client_secret: str, *, account_id: str = DEFAULT_ACCOUNT
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        account_id: str = DEFAULT_ACCOUNT,
+        scopes: Sequence[str] = ALL_SCOPES,
     ) -> None:
         """Accept another OAuth2 client at ``POST /oauth/token``.
 
         :param account_id: the account its tokens carry, whose sources it sees and creates
+        :param scopes: the scopes its tokens may carry (a token request's ``scope`` can ask
+            for fewer)
         """
-        self.state.clients.add(client_id, client_secret, account_id)
+        self.state.clients.add(client_id, client_secret, account_id, tuple(scopes))
 
     def stats(self) -> dict[str, Any]:
         """A snapshot: ``token_requests``, ``tokens_issued``, ``requests`` per

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 
 from airflow_provider_meti.emulator.app import MetiEmulator
 from airflow_provider_meti.emulator.faults import FAULT_KINDS
-from airflow_provider_meti.emulator.state import DEFAULT_AUDIENCE, LIST_ENVELOPES
+from airflow_provider_meti.emulator.state import (
+    DEFAULT_AUDIENCE,
+    ENVELOPE_EXTRAS,
+    LIST_ENVELOPES,
+    REPLY_SHAPES,
+)
 
 PASSWORD_ENV = "METI_EMULATOR_PASSWORD"
 CLIENT_SECRET_ENV = "METI_EMULATOR_CLIENT_SECRET"
@@ -86,19 +91,56 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ignore listing filters METI does not document (alt_id, conflict, *_since)",
     )
+    parser.add_argument(
+        "--reply-shape",
+        default="current",
+        choices=REPLY_SHAPES,
+        help="2024: v1 GET replies in the GitBook 2024 names (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-page-size", type=int, default=None, help="cap every listing's limit at this many"
+    )
+    parser.add_argument(
+        "--envelope-extras",
+        default=",".join(ENVELOPE_EXTRAS),
+        help="with --list-envelope: keys beside the page, among total,limit,offset "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--trickle-bytes-per-second",
+        type=float,
+        default=None,
+        help="send /sources reply bodies this slowly",
+    )
+    parser.add_argument(
+        "--trickle-chunk-bytes", type=int, default=1, help="bytes per write while trickling"
+    )
+    parser.add_argument(
+        "--echo-request-in-errors",
+        action="store_true",
+        help="4xx/5xx bodies quote the request body, as some gateways do",
+    )
+    parser.add_argument(
+        "--token-reply-form",
+        action="store_true",
+        help="token endpoints answer 200 with a form-encoded body instead of JSON",
+    )
+    parser.add_argument(
+        "--concurrent-conflicts",
+        default=None,
+        help="how concurrent creates see each other's sources (the ledger's option)",
+    )
+    parser.add_argument(
+        "--countries",
+        default=None,
+        help="a GeoJSON file of country boundaries for the ledger",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request line to stderr")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator in the foreground; return the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    emulator = MetiEmulator(
+def _emulator(args: argparse.Namespace, extras: list[str]) -> MetiEmulator:
+    return MetiEmulator(
         host=args.host,
         port=args.port,
         users={args.email: args.password},
@@ -109,7 +151,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         list_envelope=args.list_envelope,
         base_path=args.base_path,
         documented_only=args.documented_only,
+        reply_shape=args.reply_shape,
+        max_page_size=args.max_page_size,
+        envelope_extras=extras,
+        trickle_bytes_per_second=args.trickle_bytes_per_second,
+        trickle_chunk_bytes=args.trickle_chunk_bytes,
+        echo_request_in_errors=args.echo_request_in_errors,
+        token_reply_form=args.token_reply_form,
+        concurrent_conflicts=args.concurrent_conflicts,
+        countries=args.countries,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator in the foreground; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    extras = [name.strip() for name in args.envelope_extras.split(",") if name.strip()]
+    try:
+        emulator = _emulator(args, extras)
+    except (TypeError, ValueError, OSError) as error:
+        print(f"meti-emulator: {error}", file=sys.stderr)
+        return 2
     if args.fault_rate > 0:
         kinds = [kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()]
         try:

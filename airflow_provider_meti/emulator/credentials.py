@@ -21,10 +21,15 @@ DEFAULT_ACCOUNT = "acct_demo"
 """The account of every credential registered without one, and of sources stored directly."""
 
 
+ALL_SCOPES = ("read:sources", "write:sources", "delete:sources")
+"""The scopes of METI's v2 API (its authentication page asks for all three)."""
+
+
 @dataclass(frozen=True)
 class _Credential:
     secret: str
     account_id: str
+    scopes: tuple[str, ...] = ALL_SCOPES
 
 
 class CredentialDirectory:
@@ -43,10 +48,22 @@ class CredentialDirectory:
             for name, secret in (secrets_by_name or {}).items()
         }
 
-    def add(self, name: str, secret: str, account_id: str = DEFAULT_ACCOUNT) -> None:
-        """Add a name, or change the secret and account of an existing one."""
+    def add(
+        self,
+        name: str,
+        secret: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        scopes: tuple[str, ...] = ALL_SCOPES,
+    ) -> None:
+        """Add a name, or change the secret, account and allowed scopes of an existing one."""
         with self._lock:
-            self._credentials[name] = _Credential(secret, account_id)
+            self._credentials[name] = _Credential(secret, account_id, tuple(scopes))
+
+    def scopes_of(self, name: str) -> tuple[str, ...]:
+        """The scopes ``name`` may be granted (none for an unknown name)."""
+        with self._lock:
+            credential = self._credentials.get(name)
+        return () if credential is None else credential.scopes
 
     def account_of(self, name: str, secret: str) -> str | None:
         """The account of ``name`` when ``secret`` is right for it (constant-time compare)."""
@@ -64,9 +81,13 @@ class CredentialDirectory:
 
 
 @dataclass(frozen=True)
-class _Issued:
+class Grant:
+    """What a token stands for: its account, its API generation and (v2) its scopes."""
+
     expiry: float
     account_id: str
+    api_version: int = 1
+    scopes: tuple[str, ...] = ()
 
 
 class TokenStore:
@@ -80,23 +101,28 @@ class TokenStore:
         self.ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._issued: dict[str, _Issued] = {}
+        self._issued: dict[str, Grant] = {}
         # Signs JWT-shaped tokens; a fresh key per emulator, since nothing outside checks them.
         self._signing_key = secrets.token_bytes(32)
 
     def issue(
-        self, account_id: str = DEFAULT_ACCOUNT, claims: Mapping[str, Any] | None = None
+        self,
+        account_id: str = DEFAULT_ACCOUNT,
+        claims: Mapping[str, Any] | None = None,
+        scopes: tuple[str, ...] = (),
     ) -> str:
-        """A new token for ``account_id``: opaque, or a signed JWT carrying ``claims``."""
+        """A new token for ``account_id``: opaque (v1), or a signed JWT carrying ``claims``
+        (v2, granting ``scopes``)."""
         token = secrets.token_urlsafe(32) if claims is None else self._signed_jwt(claims)
         now = self._clock()
+        grant = Grant(now + self.ttl, account_id, 1 if claims is None else 2, tuple(scopes))
         with self._lock:
             self._drop_expired(now)
-            self._issued[token] = _Issued(now + self.ttl, account_id)
+            self._issued[token] = grant
         return token
 
-    def account_of(self, token: str) -> str | None:
-        """The account of a token issued here that has not expired, else None."""
+    def grant_of(self, token: str) -> Grant | None:
+        """What a token issued here that has not expired stands for, else None."""
         with self._lock:
             issued = self._issued.get(token)
             if issued is None:
@@ -104,7 +130,12 @@ class TokenStore:
             if issued.expiry <= self._clock():
                 del self._issued[token]
                 return None
-            return issued.account_id
+            return issued
+
+    def account_of(self, token: str) -> str | None:
+        """The account of a token issued here that has not expired, else None."""
+        grant = self.grant_of(token)
+        return None if grant is None else grant.account_id
 
     def is_valid(self, token: str) -> bool:
         """Whether the token was issued here and has not expired."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 import socket
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from airflow_provider_meti.emulator.faults import ADMIN_PREFIX, Fault
 from airflow_provider_meti.emulator.routes import (
     OAUTH_TOKEN_PATH,
+    SANDBOX_PREFIX,
     Request,
     Response,
     error_response,
@@ -50,6 +52,10 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
     server: MetiHTTPServer
     counted = False
     """Whether the current request shows in the counters (admin requests do not)."""
+    request_body = b""
+    """The body of the current request (quoted in errors when ``echo_request_in_errors``)."""
+    trickled = False
+    """Whether the current reply's body goes out slowly (``trickle_bytes_per_second``)."""
 
     def do_GET(self) -> None:
         self._serve()
@@ -58,9 +64,12 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         self.counted = False
+        self.request_body = b""
+        self.trickled = False
         body = self._read_body()
         if body is None:
             return
+        self.request_body = body
         url = urlsplit(self.path)
         path = self._api_path(url.path)
         if path is None:
@@ -77,7 +86,12 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
         self.counted = not path.startswith(ADMIN_PREFIX)
         if self.counted:
             state.counters.request(request.method, request.path)
-        fault = state.faults.decide(request.method, request.path)
+        # The sandbox's routes are the same routes: faults and trickles for /sources hit both.
+        route_path = path[len(SANDBOX_PREFIX) :] if path.startswith(SANDBOX_PREFIX + "/") else path
+        self.trickled = state.modes.trickle_bytes_per_second is not None and route_path.startswith(
+            "/sources"
+        )
+        fault = state.faults.decide(request.method, route_path)
         if fault is None:
             self._send(self._route(request))
             return
@@ -191,15 +205,38 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
     def _send(self, response: Response) -> None:
         if self.counted:
             self.server.state.counters.response(response.status)
+        body = response.body
+        if response.status >= 400 and self.server.state.modes.echo_request_in_errors:
+            body = _with_request_quoted(body, self.request_body)
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(body)))
         for name, value in response.headers:
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(response.body)
+        if self.trickled and body:
+            self._trickle(body)
+        else:
+            self.wfile.write(body)
+
+    def _trickle(self, body: bytes) -> None:
+        """Send ``body`` a chunk at a time at the mode's rate; stop if the client leaves."""
+        modes = self.server.state.modes
+        chunk = modes.trickle_chunk_bytes
+        pause = chunk / (modes.trickle_bytes_per_second or 1.0)
+        for start in range(0, len(body), chunk):
+            try:
+                self.wfile.write(body[start : start + chunk])
+                self.wfile.flush()
+            except OSError:  # the client gave up (its deadline): the rest is not sent
+                self.server.state.counters.abandoned()
+                self.close_connection = True
+                return
+            if start + chunk < len(body) and self.server.stopping.wait(pause):
+                self.close_connection = True
+                return
 
     def _drop(self) -> None:
         """Close the connection without a byte of response."""
@@ -208,6 +245,20 @@ class MetiRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines only (never bodies); shown with --verbose.
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def _with_request_quoted(body: bytes, request_body: bytes) -> bytes:
+    """An error body that also quotes the request, as some gateways' error pages do."""
+    if not request_body:
+        return body
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    payload["request_body"] = request_body.decode("utf-8", "replace")
+    return json.dumps(payload).encode()
 
 
 def _fault_response(fault: Fault) -> Response:
