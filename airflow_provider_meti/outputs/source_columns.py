@@ -8,7 +8,6 @@ JSON object, and the typed column is null for that row.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -17,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import shapely
-import shapely.geometry
 
 from airflow_provider_meti.outputs.features import stored_geometry
+from airflow_provider_meti.outputs.geometries import read_geometries
 from airflow_provider_meti.outputs.json_text import compact_json, has_surrogate
 
 GEOMETRY_COLUMN = "geometry"
@@ -156,19 +155,6 @@ SOURCE_SCHEMA = pa.schema(
 """Columns of a GeoParquet extract; ``geometry`` holds ISO WKB (see ``parquet``)."""
 
 
-def _geometry(value: Any) -> shapely.Geometry | None:
-    geometry_json = stored_geometry(value)
-    if geometry_json is None:  # a stored Feature without geometry
-        return None
-    try:
-        geometry = shapely.geometry.shape(geometry_json)
-    except Exception as error:  # shapely raises several types for malformed GeoJSON
-        raise _Unfit from error
-    if not isinstance(geometry, shapely.Geometry):
-        raise _Unfit
-    return geometry
-
-
 def page_columns(page: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]], list[Any]]:
     """The typed column values of one page and its geometries (shapely, or None).
 
@@ -180,8 +166,8 @@ def page_columns(page: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]
         (name, convert, columns[name], convert is _text)
         for name, (_, convert) in _TYPED_FIELDS.items()
     ]
-    extras: list[str | None] = []
-    geometries: list[Any] = []
+    unfits: list[dict[str, Any]] = []
+    geometry_values: list[Any] = []
     for source in page:
         unfit: dict[str, Any] = {}
         for name, convert, values, is_text in converters:
@@ -194,36 +180,26 @@ def page_columns(page: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[Any]
                     unfit[name] = value
                     value = None
             values.append(value)
-        raw_geometry = source.get(GEOMETRY_FIELD)
-        geometry = None
-        if raw_geometry is not None:
-            try:
-                geometry = _geometry(raw_geometry)
-            except _Unfit:
-                unfit[GEOMETRY_FIELD] = raw_geometry
-        geometries.append(geometry)
+        geometry_values.append(stored_geometry(source.get(GEOMETRY_FIELD)))
         for name, value in source.items():
             if name not in _KNOWN_FIELDS:
                 unfit[name] = value
-        extras.append(compact_json(unfit) if unfit else None)
-    _drop_unbounded_geometries(page, geometries, extras)
-    columns[EXTRA_COLUMN] = extras
+        unfits.append(unfit)
+    geometries, unreadable = read_geometries(geometry_values)
+    for index in unreadable + _unbounded(geometries):
+        geometries[index] = None
+        unfits[index][GEOMETRY_FIELD] = page[index].get(GEOMETRY_FIELD)
+    columns[EXTRA_COLUMN] = [compact_json(unfit) if unfit else None for unfit in unfits]
     return columns, geometries
 
 
-def _drop_unbounded_geometries(
-    page: Sequence[Mapping[str, Any]], geometries: list[Any], extras: list[str | None]
-) -> None:
-    """Move a geometry with an infinite or NaN coordinate to ``extra_fields``: it has no
-    bounding box, and the file's ``bbox`` metadata would be no JSON."""
+def _unbounded(geometries: list[Any]) -> list[int]:
+    """Indices of geometries with an infinite or NaN coordinate: they have no bounding box,
+    and the file's ``bbox`` metadata would be no JSON."""
     bounds = shapely.bounds(geometries)
-    unbounded = ~np.isfinite(bounds).all(axis=1) & ~shapely.is_empty(geometries)
-    unbounded &= ~shapely.is_missing(geometries)
-    for index in np.flatnonzero(unbounded).tolist():
-        geometries[index] = None
-        extra = json.loads(extras[index] or "{}")
-        extra[GEOMETRY_FIELD] = page[index].get(GEOMETRY_FIELD)
-        extras[index] = compact_json(extra)
+    present = ~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)
+    unbounded = present & ~np.isfinite(bounds).all(axis=1)
+    return [int(index) for index in np.flatnonzero(unbounded)]
 
 
 def page_table(page: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, list[Any]]:
