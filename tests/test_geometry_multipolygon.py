@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_meti import polygons
 from airflow_provider_meti.exceptions import MetiValidationError
@@ -221,3 +224,19 @@ def test_a_20000_vertex_shell_with_a_20000_vertex_hole_validates(use_shapely, mo
     ((field, reason),) = problems(geometry)
     assert field == "geometry.coordinates"
     assert "shell" in reason
+
+
+# --- any JSON ------------------------------------------------------------------------------
+
+COORDINATE_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-200, 200), st.floats(), st.text(max_size=2)),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["Polygon", "MultiPolygon"]), coordinates=COORDINATE_JSON)
+def test_any_coordinates_give_a_validation_error_or_pass(kind, coordinates):
+    with contextlib.suppress(MetiValidationError):
+        validate_feature_collection(collection({"type": kind, "coordinates": coordinates}))
