@@ -181,6 +181,74 @@ def test_airflow_was_never_imported():
 """
 
 
+# Markers merging closest first, the sandbox and the answering modes, without Airflow.
+MARKER_TESTS = """
+import json
+import os
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.meti(api_version=2, conn_id="meti_prod", reply_shape="2024")
+
+
+def v2_token(spec):
+    reply = requests.post(spec["extra"]["token_url"], json={
+        "client_id": spec["login"], "client_secret": spec["password"],
+        "audience": "https://api.meti.millpont.com", "grant_type": "client_credentials"})
+    return reply.json()["access_token"]
+
+
+@pytest.mark.meti(fault_rate=0.5)
+def test_a_test_marker_merges_with_the_module_marker(meti_connection, meti_emulator):
+    assert meti_connection.conn_id == "meti_prod"
+    assert meti_connection.api_version == 2
+    spec = json.loads(os.environ["AIRFLOW_CONN_METI_PROD"])
+    assert spec["extra"]["api_version"] == 2
+    assert "AIRFLOW_CONN_METI_DEFAULT" not in os.environ
+    assert meti_emulator.stats()["fault_plan"]["rate"] == 0.5
+    assert meti_emulator.emulator.modes.reply_shape == "2024"
+
+
+class TestThreeLevels:
+    pytestmark = pytest.mark.meti(conn_id="meti_class", seed=3)
+
+    @pytest.mark.meti(api_version=1)
+    def test_the_closest_wins_key_by_key(self, meti_connection, meti_emulator):
+        assert meti_connection.conn_id == "meti_class"
+        assert meti_connection.api_version == 1
+        assert meti_emulator.emulator.modes.reply_shape == "2024"
+
+
+@pytest.mark.meti(sandbox=True)
+def test_the_sandbox_from_the_marker(meti_connection, meti_emulator):
+    spec = meti_connection.spec
+    assert spec["extra"]["sandbox"] is True
+    headers = {"Authorization": "Bearer " + v2_token(spec)}
+    feature = {"type": "Feature", "id": "F1",
+               "properties": {"start_at": "2025-01-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"},
+               "geometry": {"type": "Polygon", "coordinates": [[[-95.99, 32.77], [-95.98, 32.77],
+                            [-95.98, 32.78], [-95.99, 32.78], [-95.99, 32.77]]]}}
+    body = {"feature_collection": {"type": "FeatureCollection", "features": [feature]}}
+    reply = requests.post(spec["host"] + "/sandbox/sources", json=body, headers=headers)
+    assert reply.status_code == 201, reply.text
+    assert reply.json()[0]["id"].startswith("sandbox_")
+    assert [s["alt_id"] for s in meti_emulator.sources()] == ["F1"]
+    assert meti_emulator.emulator.ledger.count() == 0
+
+
+@pytest.mark.meti(shared=True, max_page_size=2, list_envelope="data", envelope_extras=["total"])
+def test_modes_on_the_shared_emulator(meti_emulator):
+    assert meti_emulator.emulator.modes.max_page_size == 2
+    assert meti_emulator.emulator.list_envelope == "data"
+
+
+def test_the_shared_emulator_is_back_to_its_defaults(meti_emulator_session):
+    assert meti_emulator_session.emulator.modes.max_page_size is None
+    assert meti_emulator_session.emulator.list_envelope is None
+"""
+
+
 # --- fixtures --------------------------------------------------------------------------------
 
 
@@ -329,6 +397,15 @@ def test_the_fixtures_keep_their_promises_over_http(user_project):
 
     assert result.returncode == 0
     assert "11 passed" in result.stdout
+
+
+def test_markers_merge_closest_first_and_set_the_sandbox_and_modes(user_project):
+    (user_project / "tests" / "test_markers.py").write_text(MARKER_TESTS)
+
+    result = run_pytest(user_project)
+
+    assert result.returncode == 0
+    assert "5 passed" in result.stdout
 
 
 def test_a_misspelt_marker_setting_fails_the_test_and_names_it(user_project):

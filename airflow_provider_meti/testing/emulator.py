@@ -9,7 +9,7 @@ from typing import Any
 from airflow_provider_meti.emulator import MetiEmulator
 from airflow_provider_meti.emulator.faults import DEFAULT_KINDS, FaultPlan
 from airflow_provider_meti.emulator.ledger import Ledger
-from airflow_provider_meti.emulator.state import DEFAULT_CLIENTS, DEFAULT_USERS
+from airflow_provider_meti.emulator.state import DEFAULT_CLIENTS, DEFAULT_USERS, ServerModes
 
 V1_EMAIL, V1_PASSWORD = next(iter(DEFAULT_USERS.items()))
 V2_CLIENT_ID, V2_CLIENT_SECRET = next(iter(DEFAULT_CLIENTS.items()))
@@ -24,11 +24,17 @@ class MetiTestEmulator:
     METI documents (``documented_only``). Everything else is on :attr:`emulator`, the
     underlying :class:`~airflow_provider_meti.emulator.MetiEmulator`.
 
+    With :attr:`sandbox` set (``@pytest.mark.meti(sandbox=True)``), the helpers that read
+    and write sources (:attr:`ledger`, :meth:`sources`, :meth:`create_sources`, ...) use the
+    sandbox's store, where a connection with the ``sandbox`` extra writes.
+
     :param emulator: a started emulator
+    :param sandbox: whether the source helpers use the sandbox's store
     """
 
-    def __init__(self, emulator: MetiEmulator) -> None:
+    def __init__(self, emulator: MetiEmulator, *, sandbox: bool = False) -> None:
         self.emulator = emulator
+        self.sandbox = sandbox
 
     def __repr__(self) -> str:
         return f"MetiTestEmulator(url={self.url!r})"
@@ -73,6 +79,11 @@ class MetiTestEmulator:
     def documented_only(self, value: bool) -> None:
         self.emulator.state.documented_only = bool(value)
 
+    def set_modes(self, **settings: Any) -> ServerModes:
+        """Change the emulator's odd-but-legal answering modes, e.g. ``max_page_size=100``,
+        ``reply_shape="2024"``, ``echo_request_in_errors=True`` (see ``MetiEmulator``)."""
+        return self.emulator.set_modes(**settings)
+
     def set_faults(
         self, rate: float, kinds: Sequence[str] = DEFAULT_KINDS, **options: Any
     ) -> FaultPlan:
@@ -101,13 +112,16 @@ class MetiTestEmulator:
         """Back to a fresh state: no sources, tokens, counters or faults."""
         self.emulator.reset()
         self.emulator.clear_faults()
+        self.emulator.state.modes = ServerModes()
+        self.emulator.list_envelope = None
 
     # --- what it holds and what it saw -----------------------------------------------------
 
     @property
     def ledger(self) -> Ledger:
-        """The stored sources, for anything the helpers below do not cover."""
-        return self.emulator.ledger
+        """The stored sources (the sandbox's when :attr:`sandbox`), for anything the helpers
+        below do not cover."""
+        return self.emulator.sandbox_ledger if self.sandbox else self.emulator.ledger
 
     def stats(self) -> dict[str, Any]:
         """Counters since the start (or the last :meth:`reset`).
@@ -126,9 +140,10 @@ class MetiTestEmulator:
         """Store a GeoJSON FeatureCollection as METI would, conflicts included.
 
         :return: ``{"id": "src_...", "alt_id": ...}`` per feature, in order
-        :raises airflow_provider_meti.exceptions.MetiValidationError: an invalid feature
+        :raises airflow_provider_meti.emulator.rejections.CollectionRejected: an invalid
+            feature (nothing is stored)
         """
-        return self.emulator.ledger.create(feature_collection)
+        return self.ledger.create(feature_collection)
 
     def seed_sources(self, count: int, **properties: Any) -> int:
         """Add ``count`` generated sources that do not overlap anything (fast, for volume).
@@ -138,27 +153,34 @@ class MetiTestEmulator:
 
         :return: the number of sources stored afterwards
         """
-        return self.emulator.ledger.seed(count, **properties)
+        return self.ledger.seed(count, **properties)
 
     def sources(self) -> list[dict[str, Any]]:
         """Every stored source, in creation order."""
-        return self.emulator.ledger.all()
+        return self.ledger.all()
 
     def source(self, source_id: str) -> dict[str, Any] | None:
         """One stored source, or None."""
-        return self.emulator.ledger.get(source_id)
+        return self.ledger.get(source_id)
 
     def delete_source(self, source_id: str) -> bool:
         """Withdraw a source (e.g. to settle a conflict a sensor waits on); False if absent."""
-        return self.emulator.ledger.delete(source_id)
+        return self.ledger.delete(source_id)
 
 
 @contextmanager
-def serve(*, documented_only: bool = True, seed: int = 0) -> Iterator[MetiTestEmulator]:
+def serve(
+    *, documented_only: bool = True, seed: int = 0, sandbox: bool = False, **modes: Any
+) -> Iterator[MetiTestEmulator]:
     """Run an emulator on a free port of 127.0.0.1 for the ``with`` block.
 
     :param documented_only: do only what METI documents (see :class:`MetiEmulator`)
     :param seed: seeds source ids, so a run is reproducible
+    :param sandbox: the source helpers use the sandbox's store
+    :param modes: answering modes of :class:`MetiEmulator` (``reply_shape``,
+        ``max_page_size``, ``list_envelope``, ...)
     """
-    with MetiEmulator(host="127.0.0.1", port=0, seed=seed, documented_only=documented_only) as meti:
-        yield MetiTestEmulator(meti)
+    with MetiEmulator(
+        host="127.0.0.1", port=0, seed=seed, documented_only=documented_only, **modes
+    ) as meti:
+        yield MetiTestEmulator(meti, sandbox=sandbox)

@@ -13,6 +13,10 @@ Per-test settings come from the marker::
 
     @pytest.mark.meti(api_version=2, fault_rate=0.1, seed=1, conn_id="meti_prod")
 
+Markers merge, the closest first: a test's ``meti(fault_rate=0.5)`` under a module's
+``pytestmark = pytest.mark.meti(api_version=2, conn_id="meti_prod")`` runs on v2 with
+``meti_prod`` and faults.
+
 Loading the plugin imports neither Airflow nor the emulator: the fixtures import what they
 need when a test asks for them. ``pytest -p no:meti`` switches the plugin off.
 """
@@ -33,8 +37,11 @@ if TYPE_CHECKING:
 # Kept here, not imported from options.py, so that loading the plugin imports nothing.
 _MARKER_LINE = (
     "meti(api_version=1, conn_id='meti_default', extra=None, documented_only=True, "
-    "fault_rate=0.0, fault_kinds=None, seed=0, shared=False): settings of the METI fixtures "
-    "(meti_emulator, meti_connection) for one test, class or module"
+    "fault_rate=0.0, fault_kinds=None, seed=0, shared=False, sandbox=False, "
+    "reply_shape='current', max_page_size=None, list_envelope=None, "
+    "envelope_extras=('total', 'limit', 'offset'), echo_request_in_errors=False, "
+    "token_reply_form=False): settings of the METI fixtures (meti_emulator, meti_connection) "
+    "for one test, class or module; markers merge, the closest winning key by key"
 )
 
 
@@ -44,16 +51,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _options(request: pytest.FixtureRequest, param: object = None) -> MetiOptions:
-    from airflow_provider_meti.testing.options import options_for
+    from airflow_provider_meti.testing.options import merged_marker_kwargs, options_for
 
-    marker = request.node.get_closest_marker("meti")
-    if marker is not None and marker.args:
+    markers = list(request.node.iter_markers("meti"))  # the closest first
+    if any(marker.args for marker in markers):
         pytest.fail("@pytest.mark.meti takes keyword arguments only", pytrace=False)
     try:
-        return options_for(marker.kwargs if marker is not None else None, param)
+        return options_for(merged_marker_kwargs([marker.kwargs for marker in markers]), param)
     except ValueError as error:
         problem = str(error)
     pytest.fail(problem, pytrace=False)
+
+
+def _apply_modes(emulator: MetiTestEmulator, options: MetiOptions) -> None:
+    emulator.sandbox = options.sandbox
+    emulator.set_modes(**options.modes())
+    emulator.emulator.list_envelope = options.list_envelope
 
 
 def _apply_faults(emulator: MetiTestEmulator, options: MetiOptions) -> None:
@@ -94,8 +107,11 @@ def meti_emulator(request: pytest.FixtureRequest) -> Iterator[MetiTestEmulator]:
 
     By default it does only what METI documents (it ignores the listing filters METI does
     not promise) and never fails. ``@pytest.mark.meti(...)`` sets ``documented_only``,
-    ``fault_rate``, ``fault_kinds``, ``seed`` and ``shared`` (use the session-wide
-    emulator, reset first). Returns a ``MetiTestEmulator``: ``url``, ``token_url``,
+    ``fault_rate``, ``fault_kinds``, ``seed``, ``shared`` (use the session-wide
+    emulator, reset first), ``sandbox`` (the helpers below use the sandbox's store) and the
+    answering modes ``reply_shape``, ``max_page_size``, ``list_envelope``,
+    ``envelope_extras``, ``echo_request_in_errors``, ``token_reply_form``. Returns a
+    ``MetiTestEmulator``: ``url``, ``token_url``, ``set_modes(...)``,
     ``set_faults(rate, kinds, seed=, ...)``, ``clear_faults()``, ``expire_all_tokens()``,
     ``stats()``, ``faults_injected()``, ``create_sources(fc)``, ``seed_sources(n)``,
     ``sources()``, ``source(id)``, ``delete_source(id)``, ``reset()``, ``ledger``.
@@ -107,22 +123,27 @@ def meti_emulator(request: pytest.FixtureRequest) -> Iterator[MetiTestEmulator]:
             ...  # run the DAG
             assert meti_emulator.faults_injected() > 0
     """
+    from airflow_provider_meti.testing.options import MetiOptions
+
     options = _options(request)
     if options.shared:
         emulator: MetiTestEmulator = request.getfixturevalue("meti_emulator_session")
         emulator.reset()
         emulator.documented_only = options.documented_only
+        _apply_modes(emulator, options)
         _apply_faults(emulator, options)
         try:
             yield emulator
         finally:
             emulator.clear_faults()
+            _apply_modes(emulator, MetiOptions())  # the next test starts from the defaults
             emulator.documented_only = True
         return
 
     from airflow_provider_meti.testing.emulator import serve
 
     with serve(documented_only=options.documented_only, seed=options.seed) as emulator:
+        _apply_modes(emulator, options)
         _apply_faults(emulator, options)
         yield emulator
 
@@ -139,7 +160,9 @@ def meti_connection(
     v2 uses the demo OAuth2 client and the emulator's ``token_url``. The variable is
     removed after the test. Choose with the marker, ``@pytest.mark.meti(api_version=2,
     conn_id="meti_prod", extra={"max_retries": 8})``, or per case with an indirect param
-    (a dict of ``api_version``, ``conn_id``, ``extra``, or just the API version)::
+    (a dict of ``api_version``, ``conn_id``, ``extra``, ``sandbox``, or just the API
+    version). ``sandbox=True`` adds the extra ``sandbox: true``, so the provider sends every
+    source request under ``/sandbox``::
 
         @pytest.mark.parametrize("meti_connection", [1, 2], indirect=True)
         def test_register_fields(meti_connection):
@@ -157,7 +180,9 @@ def meti_connection(
     )
 
     options = _options(request, getattr(request, "param", None))
-    spec = connection_spec(meti_emulator, options.api_version, options.extra)
+    extra = {"sandbox": True, **options.extra} if options.sandbox else options.extra
+    meti_emulator.sandbox = options.sandbox
+    spec = connection_spec(meti_emulator, options.api_version, extra)
     env_var = env_var_name(options.conn_id)
     monkeypatch.setenv(env_var, json.dumps(spec))
     return MetiTestConnection(
