@@ -3,7 +3,14 @@
 The fields METI's ledger documents get typed columns; the polygon becomes shapely geometry
 (written as WKB by ``parquet``). Nothing is dropped: fields the schema does not know, and
 known fields whose value does not fit the column's type, are kept in ``extra_fields`` as a
-JSON object, and the typed column is null for that row.
+JSON object, and the typed column is null for that row. One odd value never fails the extract.
+
+What fits: text that is valid Unicode (no lone surrogate, which UTF-8 cannot encode); a finite
+number for a float column (``inf``, which a JSON decoder makes of ``1e400``, does not); an
+integer in int64's range, or its ASCII digits as text, for ``outcome_reporting_year``; an ISO
+8601 time whose UTC instant lies in years 1 to 9999; a geometry (bare, or in the stored
+Feature) that shapely reads and whose coordinates are finite. ``wdpaid`` is text: WDPA ids
+are integers, but METI's reply type is undocumented, and text holds an integer id too.
 """
 
 from __future__ import annotations
