@@ -8,6 +8,7 @@ the process share it.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -20,12 +21,13 @@ import requests
 
 from airflow_provider_meti._http import (
     Reply,
-    content_summary,
+    body_description,
     error_message,
     redact,
     retry_after_seconds,
 )
-from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError
+from airflow_provider_meti.exceptions import MetiApiError, MetiAuthError, MetiBudgetError
+from airflow_provider_meti.retries import mark_final
 
 DEFAULT_AUDIENCE = "https://api.meti.millpont.com"
 
@@ -159,14 +161,14 @@ def token_payload(
     """
     path = urlsplit(url).path or "/"
     if status in (400, 401, 403):
-        detail = redact(error_message(reply), secrets())
+        detail = token_error_text(reply, secrets)
         raise MetiAuthError(
             f"METI authentication failed at {path} (HTTP {status}): {detail}. "
             "Check the connection's login and password."
         )
     if status >= 300:
         raise MetiApiError(
-            redact(error_message(reply), secrets()),
+            token_error_text(reply, secrets),
             status_code=status,
             method="POST",
             path=path,
@@ -175,10 +177,21 @@ def token_payload(
     try:
         return reply.json()
     except ValueError:
+        # Never quoted: a body that is not JSON may carry the token in a form (e.g.
+        # "access_token=...&scope=...") that nothing has registered as a secret yet.
         raise MetiAuthError(
             f"METI token endpoint {path} answered HTTP {status} with a body that "
-            f"is not JSON ({content_summary(reply)})."
+            f"is not JSON ({body_description(reply)}); expected a JSON object."
         ) from None
+
+
+def token_error_text(reply: Reply, secrets: Callable[[], tuple[str, ...]]) -> str:
+    """A token endpoint's error in its own words (a JSON ``message``, ``error_description``,
+    ``detail`` or ``error``), secrets redacted; any other body only described, never quoted."""
+    message = error_message(reply, lambda text: redact(text, secrets()))
+    if message.startswith("unexpected response body ("):
+        return f"unexpected response body ({body_description(reply)})"
+    return message
 
 
 def _issued_token(payload: Any, *, token_key: str, url: str) -> IssuedToken:
@@ -222,8 +235,39 @@ class CachedToken:
         return cls(issued.value, requested_at + issued.expires_in - margin)
 
 
+@dataclass(eq=False)
+class Renewal:
+    """One token renewal in progress, whose outcome every request waiting for it shares."""
+
+    error: BaseException | None = None
+    abandoned: bool = False
+
+
+def shared_failure(error: BaseException) -> BaseException:
+    """What a request that waited for a failed renewal raises: a copy of its error (each
+    waiter gets its own traceback), final, since the renewal spent its own retries."""
+    try:
+        shared = copy.copy(error)
+    except Exception:  # pragma: no cover - an error that cannot be copied is shared as it is
+        shared = error
+    return mark_final(shared)
+
+
+def renewal_wait_error(waited: float) -> MetiBudgetError:
+    """The error for a request that stopped waiting for another's token renewal."""
+    return MetiBudgetError(
+        "token renewal",
+        f"it waited {waited:.3g} s for the renewal another request started, until its "
+        "call's deadline",
+    )
+
+
 class TokenManager:
     """Keeps one token per lifetime and shares it between threads.
+
+    One renewal at a time: threads that need a token while another renews it wait for that
+    renewal (at most ``wait`` seconds), and when it fails they fail with its error instead
+    of each starting a renewal of their own.
 
     :param fetch: asks the token endpoint for a new token
     :param margin: seconds before expiry at which the token is renewed (capped at a fifth
@@ -246,21 +290,57 @@ class TokenManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: CachedToken | None = None
+        self._renewal: tuple[Renewal, threading.Event] | None = None
 
-    def get(self, fetch: Callable[[], IssuedToken] | None = None) -> str:
+    def get(
+        self, fetch: Callable[[], IssuedToken] | None = None, *, wait: float | None = None
+    ) -> str:
         """A token that is valid for at least the renewal margin.
 
         :param fetch: asks for a new token if one is needed, instead of the manager's own
             ``fetch`` (e.g. one that counts against the caller's retry budget)
+        :param wait: most seconds to wait for a renewal another thread started (default:
+            as long as it takes)
+        :raises MetiBudgetError: that renewal did not end within ``wait``
         """
-        cached = self._cached
-        if cached is not None and self._clock() < cached.renew_at:
-            return cached.value
-        with self._lock:
+        while True:
             cached = self._cached
-            if cached is None or self._clock() >= cached.renew_at:
-                cached = self._renew(fetch or self._fetch)
-            return cached.value
+            if cached is not None and self._clock() < cached.renew_at:
+                return cached.value
+            with self._lock:
+                cached = self._cached
+                if cached is not None and self._clock() < cached.renew_at:
+                    return cached.value
+                ongoing = self._renewal
+                if ongoing is None:
+                    ongoing = self._renewal = (Renewal(), threading.Event())
+                    mine = True
+                else:
+                    mine = False
+            renewal, done = ongoing
+            if mine:
+                return self._renew_for_all(fetch or self._fetch, renewal, done).value
+            if not done.wait(timeout=wait):
+                raise renewal_wait_error(wait or 0.0)
+            if renewal.error is not None:
+                raise shared_failure(renewal.error)
+            # Renewed (the loop returns the token), or abandoned (the loop renews).
+
+    def _renew_for_all(
+        self, fetch: Callable[[], IssuedToken], renewal: Renewal, done: threading.Event
+    ) -> CachedToken:
+        try:
+            return self._renew(fetch)
+        except Exception as error:
+            renewal.error = error
+            raise
+        except BaseException:
+            renewal.abandoned = True  # e.g. interrupted: a waiter renews instead
+            raise
+        finally:
+            with self._lock:
+                self._renewal = None
+            done.set()
 
     def invalidate(self, rejected: str) -> None:
         """Forget ``rejected`` (a token the API refused), unless another thread renewed it."""

@@ -31,6 +31,8 @@ class MetiApiError(MetiError):
     :param method: the HTTP method of the failed request
     :param path: the request path, without query string
     :param retry_after: the server's ``Retry-After`` in seconds, when it sent one
+    :param details: the items of a FastAPI validation error (``{"loc", "msg", "type"}``
+        each, as the server sent them, secrets redacted); empty for any other reply
     """
 
     def __init__(
@@ -41,12 +43,14 @@ class MetiApiError(MetiError):
         method: str | None = None,
         path: str | None = None,
         retry_after: float | None = None,
+        details: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.message = message
         self.status_code = status_code
         self.method = method
         self.path = path
         self.retry_after = retry_after
+        self.details: list[dict[str, Any]] = list(details)
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -63,12 +67,53 @@ class MetiApiError(MetiError):
     ) -> tuple[Any, ...]:  # keeps the keyword arguments when pickled (e.g. by executors)
         return (
             _rebuild_api_error,
-            (type(self), self.message, self.status_code, self.method, self.path, self.retry_after),
+            (
+                type(self),
+                self.message,
+                self.status_code,
+                self.method,
+                self.path,
+                self.retry_after,
+                self.details,
+            ),
         )
 
 
-def _rebuild_api_error(cls, message, status_code, method, path, retry_after):  # type: ignore[no-untyped-def]
-    return cls(message, status_code=status_code, method=method, path=path, retry_after=retry_after)
+def _rebuild_api_error(cls, message, status_code, method, path, retry_after, details=()):  # type: ignore[no-untyped-def]
+    return cls(
+        message,
+        status_code=status_code,
+        method=method,
+        path=path,
+        retry_after=retry_after,
+        details=details,
+    )
+
+
+class MetiBudgetError(MetiApiError):
+    """A request the call's retry budget did not let through: sent ``max_retries + 1`` times
+    already, or the call's deadline passed, or the call was cancelled.
+
+    :param request: the request, as the budget names it (method, path and query)
+    :param reason: why it was not sent
+    :param last_error: the request's last failure in this call, if it had one
+    """
+
+    def __init__(self, request: str, reason: str, last_error: BaseException | None = None):
+        self.request = request
+        self.reason = reason
+        self.last_error = last_error
+        message = f"{request} was not sent: {reason}"
+        if last_error is not None:
+            message += f"; its last attempt failed: {last_error}"
+        method, _, path = request.partition(" ")
+        super().__init__(message, method=method or None, path=path.split("?")[0] or None)
+
+    def _describe(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.request, self.reason, self.last_error))
 
 
 class MetiNotFoundError(MetiApiError):

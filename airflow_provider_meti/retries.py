@@ -5,11 +5,16 @@ Never retried: every other 4xx. Waits grow exponentially with jitter and a serve
 ``Retry-After`` wins over the computed wait.
 
 A public client call (``get_source``, one page of a listing, one batch of a create) gets one
-:class:`CallBudget`. Every HTTP request the call makes runs through it, whichever layer asks:
-the call itself, the token fetch inside it, the lookup after a lost create. A request that
-keeps failing is sent at most ``max_retries + 1`` times in the call, and no retry starts after
-the call's ``max_retry_time`` deadline. An error that leaves the budget is final: no layer
-above retries it again, so retries never multiply.
+:class:`CallBudget`, the call's gate. Every HTTP exchange the call makes passes it, whichever
+layer asks: the call itself, the token fetch inside it, the 401 replay, the lookup after a
+lost create, and the wait for a token another request is renewing. Before each request
+:meth:`_Budget.admit` counts it and checks the deadline: a request (by name; the 401 replay
+and each token fetch count too) is sent at most ``max_retries + 1`` times in the call, and
+no request starts after the call's ``max_retry_time`` deadline. An error that leaves the
+budget is final: no layer above retries it again, so retries never multiply.
+
+The rules live in :class:`_Budget`, which does no I/O; the sync and asyncio transports only
+ask it before each request and after each failure.
 
 :class:`AsyncCallBudget` is the same budget for coroutines (tenacity's ``AsyncRetrying``):
 the same classification, backoff, ``Retry-After`` and deadline, awaited instead of slept.
@@ -18,22 +23,32 @@ the same classification, backoff, ``Retry-After`` and deadline, awaited instead 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import tenacity
 
-from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
+from airflow_provider_meti.exceptions import MetiApiError, MetiBudgetError, MetiConnectionError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _FINAL = "_meti_retries_spent"
+
+# The innermost ``run`` of this thread or task: (its budget, its request name). The requests
+# sent inside it count under its name, so that a replay is one more send of the same request.
+_current_run: contextvars.ContextVar[tuple[_Budget, str] | None] = contextvars.ContextVar(
+    "meti_current_run", default=None
+)
+# True while a 401's renewal and replay are under way: even with max_retries=0 they are sent.
+_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("meti_replaying", default=False)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -116,7 +131,7 @@ class RetryPolicy:
 
 
 class _Budget:
-    """What both budgets share: attempts counted per request, one deadline, the waits."""
+    """The gate's rules, free of I/O: requests counted by name, one deadline, the waits."""
 
     def __init__(
         self,
@@ -130,6 +145,8 @@ class _Budget:
         self._deadline = clock() + policy.max_retry_time
         self._cancelled = cancelled
         self._failures: Counter[str] = Counter()
+        self._sent: Counter[str] = Counter()
+        self._last_error: dict[str, BaseException] = {}
         self._lock = threading.Lock()
 
     def remaining(self) -> float:
@@ -139,6 +156,63 @@ class _Budget:
     def cancelled(self) -> bool:
         """True once the call was cancelled."""
         return self._cancelled is not None and self._cancelled.is_set()
+
+    def sent(self, request: str) -> int:
+        """How many times ``request`` was sent in this call."""
+        with self._lock:
+            return self._sent[request]
+
+    def admit(self, request: str) -> None:
+        """Count one HTTP request about to be sent; raise when the budget forbids it.
+
+        Inside :meth:`CallBudget.run` (or the async ``run``) the request counts under that
+        run's name: a 401 replay is one more sending of the same request.
+
+        :param request: names the request when it is sent outside any run of this budget
+        When the request was already sent ``max_retries + 1`` times, the deadline has
+        passed or the call was cancelled, its own last failure in this call is raised again
+        (marked final), or, when it had none, :class:`MetiBudgetError`.
+        """
+        current = _current_run.get()
+        name = current[1] if current is not None and current[0] is self else request
+        with self._lock:
+            sent = self._sent[name]
+            limit = self.policy.max_retries + 1
+            if _replaying.get():
+                limit = max(limit, 2)  # the first try and its one replay
+            if sent >= limit:
+                reason = f"it was already sent {sent} times (max_retries={limit - 1})"
+            elif self.cancelled():
+                reason = "the call was cancelled"
+            elif self._clock() > self._deadline:
+                reason = f"the call's max_retry_time of {self.policy.max_retry_time:g} s has passed"
+            else:
+                self._sent[name] = sent + 1
+                return
+            last = self._last_error.get(name)
+        if last is not None and not isinstance(last, MetiBudgetError):
+            # The final error names the real cause: the request's own last failure.
+            raise mark_final(last)
+        raise mark_final(MetiBudgetError(name, reason, last))
+
+    @contextlib.contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Within: the renewal and replay after a 401, which are sent (at most once each)
+        even when ``max_retries`` is 0; with more retries they count like any request."""
+        entered = _replaying.set(True)
+        try:
+            yield
+        finally:
+            _replaying.reset(entered)
+
+    def wait_limit(self, request_timeout: float) -> float:
+        """How long a request may wait for another's work (a token renewal): until the
+        deadline, plus one request's timeout, as long as a request started then may take."""
+        return max(0.0, self.remaining()) + request_timeout
+
+    def _record_failure(self, request: str, error: BaseException) -> None:
+        with self._lock:
+            self._last_error[request] = error
 
     def _retrying_arguments(
         self, request: str, retry_if: Callable[[BaseException], bool]
@@ -155,8 +229,9 @@ class _Budget:
     def _should_stop(self, request: str, state: tenacity.RetryCallState) -> bool:
         with self._lock:
             self._failures[request] += 1
-            failures = self._failures[request]
-        if failures > self.policy.max_retries or self.cancelled():
+            # A run whose call sends no request through the gate still counts its attempts.
+            attempts = max(self._failures[request], self._sent[request])
+        if attempts > self.policy.max_retries or self.cancelled():
             return True
         remaining = self.remaining()
         retry_after = _retry_after(state)
@@ -174,6 +249,12 @@ class _Budget:
             multiplier=policy.initial_wait, max=policy.max_wait
         )
         return float(jittered(state))
+
+    def _enter(self, request: str) -> contextvars.Token[tuple[_Budget, str] | None]:
+        return _current_run.set((self, request))
+
+    def _failed(self, request: str, error: BaseException) -> None:
+        self._record_failure(request, error)
 
 
 class CallBudget(_Budget):
@@ -213,15 +294,22 @@ class CallBudget(_Budget):
         retrying = tenacity.Retrying(
             sleep=self._wait, **self._retrying_arguments(request, retry_if)
         )
+        entered = self._enter(request)
         try:
             for attempt in retrying:
                 with attempt:
                     if self.cancelled():
                         raise CallCancelled(f"{request}: cancelled before it was sent")
-                    return call()
+                    try:
+                        return call()
+                    except Exception as error:
+                        self._failed(request, error)
+                        raise
         except Exception as error:
             mark_final(error)
             raise
+        finally:
+            _current_run.reset(entered)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _wait(self, seconds: float) -> None:
@@ -264,9 +352,22 @@ class AsyncCallBudget(_Budget):
         :param call: sends the request
         :param retry_if: which errors this request may be retried on
         """
+        entered = self._enter(request)
+        try:
+            return await self._run(request, call, retry_if)
+        finally:
+            _current_run.reset(entered)
+
+    async def _run(
+        self,
+        request: str,
+        call: Callable[[], Awaitable[T]],
+        retry_if: Callable[[BaseException], bool],
+    ) -> T:
         try:
             return await call()
         except Exception as error:
+            self._failed(request, error)
             if not _may_retry(error, retry_if):
                 mark_final(error)
                 raise
@@ -277,7 +378,11 @@ class AsyncCallBudget(_Budget):
             if first_failure is not None:  # tenacity's first attempt is the one that failed
                 failure, first_failure = first_failure, None
                 raise failure
-            return await call()
+            try:
+                return await call()
+            except Exception as error:
+                self._failed(request, error)
+                raise
 
         retrying = tenacity.AsyncRetrying(
             sleep=self._wait, **self._retrying_arguments(request, retry_if)

@@ -49,10 +49,12 @@ class MetiSession(requests.Session):
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
-        if proxies or stream is not None or verify is not None or cert is not None:
+        if proxies or verify is not None or cert is not None:
             merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
         else:  # what every call of the client passes
             merged = self._environment_of(url)
+            if stream is not None:
+                merged["stream"] = stream
         if verify is None and self.verify is not True:
             merged["verify"] = self.verify
         return merged

@@ -4,17 +4,24 @@ Everything here is about getting a request there and an answer back: the session
 bearer token (through ``TokenManager``), turning network failures and error replies into
 ``MetiError``s that name the real cause, and running requests within a ``CallBudget``.
 What the endpoints mean is the client's business.
+
+Every exchange (token request, request, 401 replay) passes the call's budget first
+(``CallBudget.admit``) and then has ``timeout`` seconds in all: to connect, for the headers
+and for the whole body, however slowly it trickles in.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from airflow_provider_meti._http import (
     Reply,
@@ -22,10 +29,12 @@ from airflow_provider_meti._http import (
     content_summary,
     error_message,
     join_url,
+    missing_scope,
     redact,
+    redacted_details,
     retry_after_seconds,
 )
-from airflow_provider_meti.auth import IssuedToken, TokenManager, TokenSource
+from airflow_provider_meti.auth import IssuedToken, TokenManager, TokenSource, token_payload
 from airflow_provider_meti.exceptions import (
     MetiApiError,
     MetiAuthError,
@@ -47,6 +56,11 @@ except ImportError:  # pragma: no cover - plain json is the fallback
 log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+READ_SIZE = 65536
+
+
+class _BodyTimeout(Exception):
+    """The whole-request timeout ran out while the body was arriving."""
 
 
 class Transport:
@@ -73,8 +87,10 @@ class Transport:
         self._base_url = settings.base_url
         self._timeout = settings.timeout
         self._token_source = token_source
+        # Room for the workers of any hook sharing this client (``create_sources`` takes its
+        # own ``max_workers``); idle connections beyond what is used are never opened.
         self._session = new_session(
-            verify=settings.verify, pool_size=max(10, settings.max_workers * 2)
+            verify=settings.verify, pool_size=max(32, settings.max_workers * 2)
         )
         self._clock = clock
         self._sleep = sleep
@@ -94,18 +110,34 @@ class Transport:
         return self.settings.retry.budget(clock=self._clock, sleep=self._sleep, cancelled=cancelled)
 
     def token(self, budget: CallBudget) -> str:
-        """A valid token; a renewal counts against ``budget``."""
-        return self._tokens.get(lambda: self._fetch_token(budget))
+        """A valid token; a renewal, and the wait for another thread's, count against
+        ``budget``."""
+        return self._tokens.get(
+            lambda: self._fetch_token(budget), wait=budget.wait_limit(self._timeout)
+        )
 
     def _fetch_token(self, budget: CallBudget) -> IssuedToken:
         url = self._token_source.token_url
-        issued: IssuedToken = budget.run(
-            f"POST {url}",
-            lambda: self._guard_network(
-                lambda: self._token_source.fetch(self._session, self._timeout), "POST", url
-            ),
-        )
+        name = f"POST {url}"
+        issued: IssuedToken = budget.run(name, lambda: self._post_token(url, name, budget))
         return issued
+
+    def _post_token(self, url: str, name: str, budget: CallBudget) -> IssuedToken:
+        path = urlsplit(url).path or "/"
+        source = self._token_source
+        # The body goes straight into the call: never a local that a traceback could show.
+        # Redirects are refused: one would carry the credentials elsewhere.
+        response = self._exchange(
+            "POST",
+            url,
+            budget,
+            name,
+            path,
+            json=source.request_body(),
+            allow_redirects=False,
+        )
+        payload = token_payload(response.status_code, response, url, source.secrets)
+        return source.issued_token(payload)
 
     def request(
         self,
@@ -138,12 +170,19 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> requests.Response:
-        """One request with a bearer token, not retried; on 401, one renewal and one replay."""
+        """One request with a bearer token, not retried; on 401, one renewal and one replay.
+
+        The replay and the renewal pass ``budget`` like any request: a replay is one more
+        sending of the same request.
+        """
+        name = request_name(method, endpoint, params)
         token = self.token(budget)
-        response = self._send_once(method, endpoint, token, params, json)
+        response = self._send_once(method, endpoint, token, params, json, budget, name)
         if response.status_code == 401:
             self._tokens.invalidate(token)
-            response = self._send_once(method, endpoint, self.token(budget), params, json)
+            with budget.replaying():
+                token = self.token(budget)
+                response = self._send_once(method, endpoint, token, params, json, budget, name)
         raise_for_reply(response, response.status_code, method, endpoint, self._redacted)
         return response
 
@@ -158,20 +197,57 @@ class Transport:
         token: str,
         params: Mapping[str, Any] | None,
         json: Any,
+        budget: CallBudget,
+        name: str,
     ) -> requests.Response:
         url = join_url(self._base_url, endpoint)
-        auth = BearerAuth(token)
         started = time.perf_counter()
-        response: requests.Response = self._guard_network(
-            lambda: self._session.request(
-                method, url, params=params, json=json, auth=auth, timeout=self._timeout
-            ),
+        response = self._exchange(
             method,
+            url,
+            budget,
+            name,
             endpoint,
+            params=params,
+            json=json,
+            auth=BearerAuth(token),
         )
         if log.isEnabledFor(logging.DEBUG):
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.debug("%s %s -> %d in %.1f ms", method, endpoint, response.status_code, elapsed_ms)
+        return response
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        budget: CallBudget,
+        name: str,
+        shown_path: str,
+        **arguments: Any,
+    ) -> requests.Response:
+        """Pass the gate, send once and read the whole reply within ``timeout`` seconds."""
+        budget.admit(name)
+        timeout = self._timeout
+        ends = time.monotonic() + timeout
+        response: requests.Response = self._guard_network(
+            lambda: self._session.request(
+                method,
+                url,
+                # total: connecting and waiting for the headers share one timeout.
+                timeout=urllib3.Timeout(total=timeout, connect=timeout, read=timeout),  # type: ignore[arg-type]
+                stream=True,
+                **arguments,
+            ),
+            method,
+            shown_path,
+        )
+        try:
+            self._guard_network(lambda: _read_body(response, ends), method, shown_path)
+        except BaseException:
+            response.close()
+            raise
+        response.close()  # the body is read: this returns the connection to the pool
         return response
 
     def _guard_network(self, call: Callable[[], Any], method: str, endpoint: str) -> Any:
@@ -179,6 +255,13 @@ class Transport:
         path = endpoint.split("?")[0]
         try:
             return call()
+        except _BodyTimeout:
+            raise MetiConnectionError(
+                f"no complete response within {self._timeout} s",
+                method=method,
+                path=path,
+                request_sent=True,
+            ) from None
         except requests.exceptions.ConnectTimeout:
             raise MetiConnectionError(
                 f"timed out connecting after {self._timeout} s",
@@ -188,7 +271,7 @@ class Transport:
             ) from None
         except requests.exceptions.Timeout:
             raise MetiConnectionError(
-                f"no response within {self._timeout} s",
+                f"no complete response within {self._timeout} s",
                 method=method,
                 path=path,
                 request_sent=True,
@@ -209,6 +292,8 @@ class Transport:
         except (
             requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ContentDecodingError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.DecodeError,
         ) as error:
             # The server answered, but the body broke off or cannot be decoded.
             raise MetiConnectionError(
@@ -238,7 +323,7 @@ def raise_for_reply(
     if status == 401:
         raise MetiAuthError(
             f"{method} {endpoint} was refused with a freshly issued token (HTTP 401): "
-            f"{redacted(error_message(reply))}"
+            f"{error_message(reply, redacted)}"
         )
     if status >= 400:
         raise api_error(reply, status, method, endpoint, redacted)
@@ -249,6 +334,9 @@ def api_error(
 ) -> MetiApiError:
     """The error for an error reply (``MetiNotFoundError`` for 404), in the server's words.
 
+    A FastAPI validation error keeps its items in ``details``; a 403 names the missing
+    scope when the server says which.
+
     :param reply: the reply, its body read
     :param status: its HTTP status
     :param method: the request's method
@@ -256,12 +344,22 @@ def api_error(
     :param redacted: removes secrets from the server's message
     """
     kind = MetiNotFoundError if status == 404 else MetiApiError
+    message = error_message(reply, redacted)
+    if status == 403:
+        scope = missing_scope(reply)
+        if scope and scope not in message:
+            message += f" (missing scope: {redacted(scope)})"
+    try:
+        details = redacted_details(reply.json(), redacted)
+    except ValueError:
+        details = []
     return kind(
-        redacted(error_message(reply)),
+        message,
         status_code=status,
         method=method,
         path=endpoint,
         retry_after=retry_after_seconds(reply),
+        details=details,
     )
 
 
@@ -275,7 +373,7 @@ def json_body(
         return _decode_json(reply)
     except ValueError:
         raise MetiApiError(
-            f"expected a JSON body, got {redacted(content_summary(reply))}",
+            f"expected a JSON body, got {content_summary(reply, redacted)}",
             status_code=status,
             method=method,
             path=endpoint,
@@ -316,6 +414,33 @@ def _decode_json(response: Reply) -> Any:
         except ValueError:
             pass
     return response.json()
+
+
+def _read_body(response: requests.Response, ends: float) -> None:
+    """Read the whole body into ``response`` before ``ends`` (a ``time.monotonic()``).
+
+    Each read waits at most until ``ends``: a body trickled byte by byte cannot stretch
+    the request past its timeout, as a per-read timeout would let it.
+    """
+    raw = response.raw
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    chunks = []
+    while True:
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise _BodyTimeout
+        if isinstance(sock, socket.socket):
+            sock.settimeout(left)
+        try:
+            chunk = raw.read1(READ_SIZE, decode_content=True)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise _BodyTimeout from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+    response._content_consumed = True  # type: ignore[attr-defined]
 
 
 def _root_cause(error: BaseException) -> str:

@@ -6,14 +6,22 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from airflow_provider_meti.auth import CachedToken, IssuedToken
+from airflow_provider_meti.auth import (
+    CachedToken,
+    IssuedToken,
+    Renewal,
+    renewal_wait_error,
+    shared_failure,
+)
 
 
 class AsyncTokenManager:
     """Keeps one token per lifetime and shares it between the coroutines of one event loop.
 
-    Renewal happens once, under an ``asyncio.Lock``: coroutines that find the token expired
-    while another renews it wait for that renewal instead of asking for their own.
+    One renewal at a time: coroutines that find the token expired while another renews it
+    wait for that renewal (at most ``wait`` seconds each, their call's deadline) instead of
+    asking for their own, and when it fails they all fail with its error at once. So a
+    token endpoint that is down costs one renewal's retries, not one per waiting trigger.
 
     :param margin: seconds before expiry at which the token is renewed (capped at a fifth of
         the token's lifetime, as ``auth.TokenManager`` does)
@@ -31,22 +39,50 @@ class AsyncTokenManager:
         self._margin = margin
         self._on_new_token = on_new_token
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._cached: CachedToken | None = None
+        self._renewal: tuple[Renewal, asyncio.Event] | None = None
 
-    async def get(self, fetch: Callable[[], Awaitable[IssuedToken]]) -> str:
+    async def get(
+        self, fetch: Callable[[], Awaitable[IssuedToken]], *, wait: float | None = None
+    ) -> str:
         """A token that is valid for at least the renewal margin.
 
         :param fetch: asks the token endpoint for a new token, when one is needed
+        :param wait: most seconds to wait for a renewal another coroutine started
+            (default: as long as it takes)
+        :raises MetiBudgetError: that renewal did not end within ``wait``
         """
-        cached = self._cached
-        if cached is not None and self._clock() < cached.renew_at:
-            return cached.value
-        async with self._lock:
+        while True:
             cached = self._cached
-            if cached is None or self._clock() >= cached.renew_at:
-                cached = await self._renew(fetch)
-            return cached.value
+            if cached is not None and self._clock() < cached.renew_at:
+                return cached.value
+            ongoing = self._renewal
+            if ongoing is None:
+                renewal, done = self._renewal = (Renewal(), asyncio.Event())
+                return (await self._renew_for_all(fetch, renewal, done)).value
+            renewal, done = ongoing
+            try:
+                await asyncio.wait_for(done.wait(), wait)
+            except asyncio.TimeoutError:
+                raise renewal_wait_error(wait or 0.0) from None
+            if renewal.error is not None:
+                raise shared_failure(renewal.error)
+            # Renewed (the loop returns the token), or abandoned (the loop renews).
+
+    async def _renew_for_all(
+        self, fetch: Callable[[], Awaitable[IssuedToken]], renewal: Renewal, done: asyncio.Event
+    ) -> CachedToken:
+        try:
+            return await self._renew(fetch)
+        except Exception as error:
+            renewal.error = error
+            raise
+        except BaseException:
+            renewal.abandoned = True  # e.g. the renewing trigger was cancelled: a waiter renews
+            raise
+        finally:
+            self._renewal = None
+            done.set()
 
     def invalidate(self, rejected: str) -> None:
         """Forget ``rejected`` (a token the API refused), unless it was renewed meanwhile."""

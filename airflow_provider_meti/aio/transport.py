@@ -72,18 +72,28 @@ class AsyncTransport:
         return self.settings.retry.async_budget(clock=self._clock, sleep=self._sleep)
 
     async def token(self, budget: AsyncCallBudget) -> str:
-        """A valid token; a renewal counts against ``budget``."""
-        return await self._tokens.get(lambda: self._fetch_token(budget))
+        """A valid token; a renewal, and the wait for another coroutine's, count against
+        ``budget``."""
+        return await self._tokens.get(
+            lambda: self._fetch_token(budget), wait=budget.wait_limit(self.settings.timeout)
+        )
 
     async def _fetch_token(self, budget: AsyncCallBudget) -> IssuedToken:
         url = self._token_source.token_url
-        issued: IssuedToken = await budget.run(f"POST {url}", lambda: self._post_token(url))
+        name = f"POST {url}"
+        issued: IssuedToken = await budget.run(name, lambda: self._post_token(url, name, budget))
         return issued
 
-    async def _post_token(self, url: str) -> IssuedToken:
+    async def _post_token(self, url: str, name: str, budget: AsyncCallBudget) -> IssuedToken:
+        budget.admit(name)
         # The body goes straight into the call: never a local that a traceback could show.
         reply = await self._exchange(
-            "POST", url, "POST", urlsplit(url).path or "/", json=self._token_source.request_body()
+            "POST",
+            url,
+            "POST",
+            urlsplit(url).path or "/",
+            self._request_timeout(),
+            json=self._token_source.request_body(),
         )
         payload = token_payload(reply.status, reply, url, self._token_source.secrets)
         return self._token_source.issued_token(payload)
@@ -119,12 +129,19 @@ class AsyncTransport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> ReadReply:
-        """One request with a bearer token, not retried; on 401, one renewal and one replay."""
+        """One request with a bearer token, not retried; on 401, one renewal and one replay.
+
+        The replay and the renewal pass ``budget`` like any request: a replay is one more
+        sending of the same request.
+        """
+        name = request_name(method, endpoint, params)
         token = await self.token(budget)
-        reply = await self._send_once(method, endpoint, token, params, json)
+        reply = await self._send_once(method, endpoint, token, params, json, budget, name)
         if reply.status == 401:
             self._tokens.invalidate(token)
-            reply = await self._send_once(method, endpoint, await self.token(budget), params, json)
+            with budget.replaying():
+                token = await self.token(budget)
+                reply = await self._send_once(method, endpoint, token, params, json, budget, name)
         raise_for_reply(reply, reply.status, method, endpoint, self._redacted)
         return reply
 
@@ -135,12 +152,18 @@ class AsyncTransport:
         token: str,
         params: Mapping[str, Any] | None,
         json: Any,
+        budget: AsyncCallBudget,
+        name: str,
     ) -> ReadReply:
+        budget.admit(name)
+        # One timeout for the request and the redirects it follows.
+        ends = time.monotonic() + self.settings.timeout
         url = join_url(self.settings.base_url, endpoint)
         headers = {"Authorization": f"Bearer {token}"}
         for _ in range(MAX_REDIRECTS + 1):
+            timeout = self._request_timeout(ends - time.monotonic())
             reply = await self._exchange(
-                method, url, method, endpoint, params=params, json=json, headers=headers
+                method, url, method, endpoint, timeout, params=params, json=json, headers=headers
             )
             location = reply.headers.get("Location")
             if reply.status not in REDIRECT_STATUSES or not location:
@@ -152,6 +175,12 @@ class AsyncTransport:
         raise MetiApiError(
             f"request failed: more than {MAX_REDIRECTS} redirects", method=method, path=endpoint
         )
+
+    def _request_timeout(self, seconds: float | None = None) -> aiohttp.ClientTimeout:
+        """``seconds`` (default ``timeout``) for the whole exchange: connecting, the headers
+        and the body."""
+        total = self.settings.timeout if seconds is None else max(seconds, 0.001)
+        return aiohttp.ClientTimeout(total=total, sock_connect=self.settings.timeout)
 
     @staticmethod
     def _redirect_target(url: str, location: str, status: int, method: str, path: str) -> str:
@@ -173,12 +202,14 @@ class AsyncTransport:
         url: str,
         shown_method: str,
         shown_path: str,
+        timeout: aiohttp.ClientTimeout,
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> ReadReply:
-        """Send once, read the whole reply; aiohttp's failures become ``MetiError``s."""
+        """Send once, read the whole reply within ``timeout``; aiohttp's failures become
+        ``MetiError``s."""
         session = self._session_in_loop()
         path = shown_path.split("?")[0]
         try:
@@ -190,6 +221,7 @@ class AsyncTransport:
                 headers=headers,
                 allow_redirects=False,
                 proxy=self._proxy_for(url),
+                timeout=timeout,
             ) as response:
                 content = await response.read()
                 return ReadReply(response.status, response.headers, content, response.charset)
@@ -202,7 +234,7 @@ class AsyncTransport:
             ) from None
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
             raise MetiConnectionError(
-                f"no response within {self.settings.timeout} s",
+                f"no complete response within {self.settings.timeout} s",
                 method=shown_method,
                 path=path,
                 request_sent=True,

@@ -1,0 +1,204 @@
+"""The gate: every request of a call (token requests and 401 replays included) is counted
+against one budget, checked against one deadline, and given one whole-request timeout.
+
+Against small scripted servers on 127.0.0.1; counts are asserted, and wall time only as a
+generous upper bound where a timeout is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from airflow_provider_meti.aio.client import AsyncMetiClient
+from airflow_provider_meti.auth import EmailPasswordAuth
+from airflow_provider_meti.client import MetiClient
+from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
+from airflow_provider_meti.retries import RetryPolicy
+from airflow_provider_meti.settings import ClientSettings
+
+PASSWORD = "pw-gate-Secret-0123456789"
+SOURCE = "src_0123456789abc"
+
+
+class Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers as ``server.script(handler)`` decides; counts every request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(length) if length else b""
+        with self.server.lock:
+            self.server.seen[f"{self.command} {self.path.split('?')[0]}"] += 1
+        self.server.script(self)
+
+    def reply(self, status: int, body: bytes = b"{}", content_type: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def reply_json(self, status: int, payload: object) -> None:
+        self.reply(status, json.dumps(payload).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., http.server.ThreadingHTTPServer]]:
+    servers = []
+
+    def start(script: Callable[[Scripted], None]) -> http.server.ThreadingHTTPServer:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+        server.daemon_threads = True
+        server.script = script
+        server.seen = Counter()
+        server.lock = threading.Lock()
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def url_of(server: http.server.ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def settings_for(url: str, **retry: float) -> tuple[ClientSettings, EmailPasswordAuth]:
+    timeout = retry.pop("timeout", 5.0)
+    policy = RetryPolicy(**{"initial_wait": 0.001, "max_wait": 0.002, **retry})
+    settings = ClientSettings(base_url=url, timeout=timeout, retry=policy)
+    return settings, EmailPasswordAuth(token_url=f"{url}/token", email="a@b.c", password=PASSWORD)
+
+
+def get_source_sync(settings: ClientSettings, auth: EmailPasswordAuth) -> None:
+    with MetiClient(settings, auth) as client:
+        client.get_source(SOURCE)
+
+
+def get_source_async(settings: ClientSettings, auth: EmailPasswordAuth) -> None:
+    async def main() -> None:
+        async with AsyncMetiClient(settings, auth) as client:
+            await client.get_source(SOURCE)
+
+    asyncio.run(main())
+
+
+PATHS = [pytest.param(get_source_sync, id="sync"), pytest.param(get_source_async, id="asyncio")]
+
+
+def refuses_each_new_token_then_fails_each_replay() -> Callable[[Scripted], None]:
+    """#25.7: a 401 to each first use of a (new) token, a 503 to each replay after it."""
+    tokens = itertools.count()
+    gets = itertools.count()
+
+    def script(request: Scripted) -> None:
+        if request.command == "POST":
+            request.reply_json(200, {"token": f"tok-{next(tokens)}", "expires_in": 3600})
+        elif next(gets) % 2 == 0:
+            request.reply_json(401, {"message": "token not accepted"})
+        else:
+            request.reply_json(503, {"message": "try later"})
+
+    return script
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_401s_and_503s_send_no_request_more_than_max_retries_plus_one_times(scripted, get_source):
+    server = scripted(refuses_each_new_token_then_fails_each_replay())
+    settings, auth = settings_for(url_of(server), max_retries=3)
+
+    with pytest.raises(MetiApiError):
+        get_source(settings, auth)
+
+    assert 1 <= server.seen["POST /token"] <= 4, server.seen
+    assert 2 <= server.seen["GET /sources/"] <= 4, server.seen
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_with_no_retries_a_401_still_gets_its_one_renewal_and_replay(scripted, get_source):
+    server = scripted(refuses_each_new_token_then_fails_each_replay())
+    settings, auth = settings_for(url_of(server), max_retries=0)
+
+    with pytest.raises(MetiApiError, match="HTTP 503"):
+        get_source(settings, auth)
+
+    assert server.seen == {"POST /token": 2, "GET /sources/": 2}
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_a_failing_token_endpoint_is_asked_at_most_max_retries_plus_one_times(scripted, get_source):
+    server = scripted(lambda request: request.reply_json(503, {"message": "down"}))
+    settings, auth = settings_for(url_of(server), max_retries=2)
+
+    with pytest.raises(MetiApiError, match="HTTP 503"):
+        get_source(settings, auth)
+
+    assert server.seen == {"POST /token": 3}
+
+
+def slow_or_trickling(kind: str) -> Callable[[Scripted], None]:
+    """A token at once; the GET answered after 3 s, or its body trickled a byte per 0.5 s."""
+
+    def script(request: Scripted) -> None:
+        if request.command == "POST":
+            request.reply_json(200, {"token": "tok-slow", "expires_in": 3600})
+            return
+        body = json.dumps({"id": SOURCE, "padding": "x" * 30}).encode()
+        try:
+            if kind == "slow":
+                time.sleep(3)
+                request.reply(200, body)
+                return
+            request.send_response(200)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            for byte in body:
+                request.wfile.write(bytes([byte]))
+                request.wfile.flush()
+                time.sleep(0.5)
+        except OSError:  # the client gave up: what the test wants
+            pass
+
+    return script
+
+
+@pytest.mark.parametrize("kind", ["slow", "trickle"])
+@pytest.mark.parametrize("get_source", PATHS)
+def test_a_slow_or_trickled_reply_ends_the_call_at_its_timeout(scripted, get_source, kind):
+    server = scripted(slow_or_trickling(kind))
+    settings, auth = settings_for(url_of(server), max_retries=5, max_retry_time=1, timeout=1)
+
+    started = time.monotonic()
+    with pytest.raises(MetiConnectionError, match="no complete response within 1 s"):
+        get_source(settings, auth)
+    elapsed = time.monotonic() - started
+
+    # One whole-request timeout (1 s) and no retry after the 1 s deadline. The trickled body
+    # takes 17 s to arrive and used to take 14.5 s to fail; 5 s holds on a loaded machine.
+    assert elapsed < 5.0
+    assert server.seen["GET /sources/"] <= 2

@@ -1,0 +1,149 @@
+"""One token renewal at a time, whose failure every waiter shares (#25.6), and the wait
+for it counted against the waiter's deadline; sync threads and asyncio alike."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from airflow_provider_meti.aio.client import AsyncMetiClient
+from airflow_provider_meti.aio.tokens import AsyncTokenManager
+from airflow_provider_meti.auth import IssuedToken, TokenManager
+from airflow_provider_meti.client import MetiClient
+from airflow_provider_meti.exceptions import MetiApiError, MetiBudgetError
+from tests.test_gate_budget import SOURCE, scripted, settings_for, url_of  # noqa: F401
+
+WAITERS = 40
+
+
+def token_endpoint_down(request) -> None:
+    request.reply_json(503, {"message": "token service down"})
+
+
+def test_40_triggers_waiting_for_a_failing_renewal_share_its_failure(scripted):  # noqa: F811
+    server = scripted(token_endpoint_down)
+    settings, auth = settings_for(url_of(server), max_retries=3)
+
+    async def main() -> list[BaseException | None]:
+        async with AsyncMetiClient(settings, auth) as client:
+            calls = [client.get_source(SOURCE) for _ in range(WAITERS)]
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(main())
+
+    assert all(isinstance(outcome, MetiApiError) for outcome in outcomes), outcomes
+    assert all("HTTP 503" in str(outcome) for outcome in outcomes)
+    # One renewal's budget (max_retries + 1), not one renewal per waiting trigger (160).
+    assert server.seen == {"POST /token": 4}
+    assert time.monotonic() - started < 30  # generous: it used to grow with every waiter
+
+
+def test_threads_waiting_for_a_failing_renewal_share_its_failure(scripted):  # noqa: F811
+    server = scripted(token_endpoint_down)
+    settings, auth = settings_for(url_of(server), max_retries=3)
+    outcomes: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    with MetiClient(settings, auth) as client:
+
+        def call() -> None:
+            start.wait()
+            try:
+                client.get_source(SOURCE)
+            except MetiApiError as error:
+                outcomes.append(error)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    assert len(outcomes) == 8
+    # Threads that arrive after a failed renewal start their own, each within its budget;
+    # threads that waited for it fail with its error: never 8 full renewals one after another.
+    assert server.seen["POST /token"] < 8 * 4
+
+
+def never_answers(release: asyncio.Event):
+    async def fetch() -> IssuedToken:
+        await release.wait()
+        return IssuedToken("tok-late", 3600)
+
+    return fetch
+
+
+def test_an_async_waiter_stops_waiting_for_a_renewal_at_its_deadline():
+    async def main() -> None:
+        tokens = AsyncTokenManager()
+        release = asyncio.Event()
+        renewer = asyncio.create_task(tokens.get(never_answers(release)))
+        await asyncio.sleep(0)  # the renewal is under way
+        with pytest.raises(MetiBudgetError, match=r"waited 0\.01 s for the renewal"):
+            await tokens.get(never_answers(release), wait=0.01)
+        release.set()
+        assert await renewer == "tok-late"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_thread_stops_waiting_for_a_renewal_at_its_deadline():
+    release = threading.Event()
+    renewing = threading.Event()
+
+    def fetch() -> IssuedToken:
+        renewing.set()
+        release.wait(30)
+        return IssuedToken("tok-late", 3600)
+
+    tokens = TokenManager(fetch)
+    renewer = threading.Thread(target=tokens.get)
+    renewer.start()
+    assert renewing.wait(30)
+    with pytest.raises(MetiBudgetError, match=r"waited 0\.01 s for the renewal"):
+        tokens.get(wait=0.01)
+    release.set()
+    renewer.join(30)
+    assert tokens.current() == "tok-late"
+
+
+def test_async_waiters_of_a_failed_renewal_get_its_error_without_asking_again():
+    asked = 0
+
+    async def failing() -> IssuedToken:
+        nonlocal asked
+        asked += 1
+        await asyncio.sleep(0.01)
+        raise MetiApiError("down", status_code=503, method="POST", path="/token")
+
+    async def main() -> list[BaseException]:
+        tokens = AsyncTokenManager()
+        calls = [tokens.get(failing) for _ in range(WAITERS)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert asked == 1
+    assert [type(outcome) for outcome in outcomes] == [MetiApiError] * WAITERS
+    assert len({id(outcome) for outcome in outcomes}) == WAITERS  # each its own traceback
+
+
+def test_a_cancelled_renewal_is_taken_over_by_a_waiter():
+    async def main() -> str:
+        tokens = AsyncTokenManager()
+        release = asyncio.Event()
+        renewer = asyncio.create_task(tokens.get(never_answers(release)))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(tokens.get(lambda: _issued("tok-waiter")))
+        await asyncio.sleep(0)
+        renewer.cancel()
+        return await waiter
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == "tok-waiter"
+
+
+async def _issued(value: str) -> IssuedToken:
+    return IssuedToken(value, 3600)
