@@ -328,3 +328,15 @@ def test_the_sandbox_serves_v1_too(plain):
     one = session.get(f"{plain.url}/sandbox/sources/", params={"id": source_id}, timeout=10)
     assert one.json()["alt_id"] == "APITEST2"
     assert plain.ledger.count() == 0
+
+
+def test_an_unknown_route_is_fastapis_not_found_for_a_v2_caller(plain):
+    reply = V2(plain).call("GET", "/sandbox/elsewhere")
+    assert (reply.status_code, reply.json()) == (404, {"detail": "Not Found"})
+
+
+def test_faults_for_sources_hit_the_sandbox_routes_too(plain):
+    api = V2(plain)
+    plain.set_faults(1.0, ["503"], count=1)
+    assert api.call("GET", "/sandbox/sources").status_code == 503
+    assert api.call("GET", "/sandbox/sources").status_code == 200

@@ -264,7 +264,8 @@ class MetiEmulator:
         :param latency: seconds a ``latency`` fault waits before answering normally
         :param methods: only these HTTP methods, e.g. ``["POST"]`` (default: all)
         :param paths: only paths starting with these prefixes (default ``["/sources"]``;
-            add ``"/token"`` or ``"/oauth/token"`` to fault token requests too)
+            add ``"/token"`` or ``"/oauth/token"`` to fault token requests too); sandbox
+            paths are matched without their ``/sandbox`` prefix, so faults hit both stores
         :param count: stop after this many faults (default: no limit)
         :param skip: serve this many matching requests normally first (e.g. to fail a
             listing part-way)

@@ -150,6 +150,8 @@ def handle(state: EmulatorState, request: Request) -> Response:
     if path.startswith("/sources/") and "/" not in path[len("/sources/") :]:
         source_id = unquote(path[len("/sources/") :])
         return _dispatch(_SOURCE_BY_PATH_ROUTES, _call(state, request, sandbox, source_id))
+    if _call(state, request, sandbox, None).v2:
+        return detail_response(404, "Not Found")  # FastAPI's answer for an unknown route
     return error_response(404, f"Not found: {request.path}")
 
 
@@ -377,6 +379,9 @@ def _create_v1(call: Call) -> Response:
 
 
 def _create_v2(call: Call) -> Response:
+    # docs leave open: the sandbox page's flat single-source body ({"alt_id", "methodology",
+    # "geometry"}); METI's own client sends the feature_collection form to the sandbox too,
+    # so the emulator validates both routes alike and refuses the flat body with a 422.
     body = call.request.json()
     if body is _NOT_JSON:
         return detail_response(422, [_json_invalid(call.request.body)])
