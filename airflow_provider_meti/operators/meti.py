@@ -8,12 +8,11 @@ imported only when Airflow's OpenLineage provider asks for them).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from airflow_provider_meti import geojson
 from airflow_provider_meti._compat import AirflowException, BaseOperator, Context, ObjectStoragePath
@@ -86,12 +85,35 @@ class MetiOperator(MetiHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Send the request; return the (filtered) JSON."""
-        _refuse_token_endpoint(self.endpoint)
+        self._refuse_token_endpoint()
         self.log.info("METI: %s %s", self.method.upper(), self.endpoint)
         body = self.hook.request(
             self.method, self.endpoint, params=self.request_params, json=self.data
         )
         return self.response_filter(body) if self.response_filter else body
+
+    def _refuse_token_endpoint(self) -> None:
+        """Refuse an endpoint that resolves to a token endpoint, however it is spelled.
+
+        The endpoint is resolved against the base URL as requests sends it (dot segments,
+        ``..`` climbing out of a base path, encoded and doubled slashes), then compared with
+        the connection's token URL and the base URL's ``token`` and ``oauth/token``.
+        """
+        from airflow_provider_meti._http import join_url, request_url, same_resource
+        from airflow_provider_meti.hooks.meti import client_settings_from_connection
+
+        parts = client_settings_from_connection(self.hook.get_connection(self.meti_conn_id))
+        base_url = parts.settings.base_url
+        token_urls = [join_url(base_url, name) for name in sorted(TOKEN_ENDPOINTS)]
+        # An unusable connection is reported when the hook builds its client.
+        with contextlib.suppress(MetiConfigError):
+            token_urls.append(parts.token_source().token_url)
+        target = request_url(base_url, self.endpoint)
+        if any(same_resource(target, token_url) for token_url in token_urls):
+            raise MetiConfigError(
+                f"MetiOperator does not call the token endpoint {self.endpoint!r}: its answer "
+                "would put a token into XCom. The hook fetches tokens itself."
+            )
 
 
 class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
@@ -468,14 +490,3 @@ def _is_template(value: Any) -> bool:
 def _try_number(context: Context) -> int:
     ti = context.get("ti") if isinstance(context, Mapping) else None
     return int(getattr(ti, "try_number", None) or 1)
-
-
-def _refuse_token_endpoint(endpoint: str) -> None:
-    # The path as the request will reach it: "//token", "/./token" and "token/." all do.
-    raw = unquote(endpoint.split("?", 1)[0].split("#", 1)[0])
-    path = posixpath.normpath("/" + raw).strip("/").lower()
-    if path in TOKEN_ENDPOINTS:
-        raise MetiConfigError(
-            f"MetiOperator does not call the token endpoint {endpoint!r}: its answer would "
-            "put a token into XCom. The hook fetches tokens itself."
-        )
