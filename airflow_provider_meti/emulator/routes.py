@@ -193,7 +193,10 @@ class Call:
 
 def _call(state: EmulatorState, request: Request, sandbox: bool, source_id: str | None) -> Call:
     token = request.bearer_token()
-    grant = None if token is None else state.tokens.grant_of(token)
+    # account_of is the one validity check of every route (tests hook it to revoke tokens);
+    # the grant then adds the token's API generation and scopes.
+    valid = token is not None and state.tokens.account_of(token) is not None
+    grant = state.tokens.grant_of(token) if valid and token is not None else None
     if grant is not None:
         v2 = grant.api_version == 2
     else:
