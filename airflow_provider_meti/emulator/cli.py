@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"METI emulator serving on {emulator.base_url}", flush=True)
     print(f"OAuth2 token endpoint (API v2): {emulator.token_url}", flush=True)
+    print(f"Sandbox (separate store, sandbox_ ids): {emulator.base_url}/sandbox", flush=True)
     try:
         while not stop.wait(0.5):
             pass

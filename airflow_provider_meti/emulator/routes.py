@@ -75,6 +75,7 @@ class Request:
 
     def param(self, name: str) -> str | None:
         """The last value of a query parameter, or None."""
+        # docs leave open: a repeated parameter; FastAPI reads the last one of a scalar.
         values = self.query.get(name)
         return values[-1] if values else None
 
@@ -531,6 +532,7 @@ def _list_sources(call: Call) -> Response:
         values = {"total": total, "limit": limit, "offset": offset}
         tail = "".join(f',"{name}":{values[name]}' for name in modes.envelope_extras)
         body = b'{"' + key.encode() + b'":' + items + tail.encode() + b"}"
+    # docs leave open: a total count; the header is the emulator's, the body stays as asked.
     return Response(200, body, (("X-Total-Count", str(total)),))
 
 
@@ -538,6 +540,7 @@ def _page_of_one(
     call: Call, source_id: str, filters: SourceFilter, limit: int, offset: int
 ) -> tuple[list[bytes], int]:
     """v2's ``id`` filter: the one source, if it is the caller's and passes the others."""
+    # docs leave open: how id combines with the other filters; as a filter, ANDed with them.
     source = call.ledger.get(source_id, account_id=call.account_id)
     if source is None or not _passes(source, filters):
         return [], 0

@@ -153,6 +153,8 @@ class EmulatorState:
     @property
     def sandbox_ledger(self) -> Ledger:
         """The sandbox's own store (``/sandbox/...``), made on first use."""
+        # docs leave open: "nothing persisted beyond the session"; the emulator keeps sandbox
+        # sources until reset(), like production ones.
         with self._sandbox_lock:
             if self._sandbox_ledger is None:
                 self._sandbox_ledger = Ledger(self._seed, sandbox=True, **self._ledger_options)
