@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +22,7 @@ from airflow_provider_meti.settings import ClientSettings
 
 EXTRA_PREFIX = "extra__meti__"
 """Prefix of extras saved by the connection forms of older Airflow lines."""
+_ASCII_INTEGER = re.compile(r"[0-9]+")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -151,11 +153,13 @@ def _float_extra(
 
 def _int_extra(extras: Mapping[str, Any], name: str, default: int, *, minimum: int) -> int:
     value = extras.get(name, default)
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < minimum:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    text = str(value).strip()
+    if isinstance(value, bool) or not _ASCII_INTEGER.fullmatch(text) or int(text) < minimum:
         raise MetiConfigError(
             f"The METI connection extra {name!r} must be an integer ≥ {minimum}, got {value!r}."
         )
-    return int(value)
+    return int(text)
 
 
 def _true_or_false(value: Any) -> bool | None:

@@ -93,7 +93,8 @@ class MetiHook(BaseHook):
     # Client
 
     def get_conn(self) -> MetiClient:
-        """The ``MetiClient`` for this connection (shared within the process)."""
+        """The ``MetiClient`` for this connection (shared within the process, whatever the
+        hook's ``max_workers``: each create is given its own)."""
         if self._client is None:
             self._client = _shared_client(self.meti_conn_id, self._connection_settings())
         return self._client
@@ -101,7 +102,7 @@ class MetiHook(BaseHook):
     def _connection_settings(self) -> ConnectionSettings:
         settings = client_settings_from_connection(self.get_connection(self.meti_conn_id))
         if self.max_workers is not None:
-            settings = settings.with_max_workers(self.max_workers)
+            settings.with_max_workers(self.max_workers)  # refuses a bad value early
         return settings
 
     def get_token(self) -> str:
@@ -156,7 +157,10 @@ class MetiHook(BaseHook):
         """
         client = self.get_conn()
         created = client.create_sources(
-            feature_collection, batch_size=batch_size, skip_existing=skip_existing
+            feature_collection,
+            batch_size=batch_size,
+            max_workers=self.max_workers,
+            skip_existing=skip_existing,
         )
         lineage.report_write(self, client.settings.base_url)
         return created
