@@ -402,9 +402,11 @@ def test_an_outage_longer_than_the_retry_budget_fails_within_the_cap(
     assert raised.value.status_code == 503
     assert "HTTP 503" in message and "Service unavailable" in message
     assert down.strip("/") in message  # names the endpoint that is down
-    # Retried until the deadline, not 1,000 times. (That no retry starts after the deadline
-    # is shown with an injected clock in test_retry_budget.py.)
-    assert 2 <= attempts < 1001
+    # Ended by the deadline, not by 1,000 retries. How many attempts fit in 2 s of wall
+    # clock depends on the machine's load (one, on a loaded CI runner): that retries run
+    # until the deadline and none starts after it is shown with an injected clock in
+    # test_retry_budget.py (test_no_retry_starts_after_the_deadline).
+    assert 1 <= attempts < 1001
     report(
         record_property,
         f"API down ({task}, {down}), max_retry_time={cap}, v{meti_api_version}",
