@@ -21,7 +21,7 @@ import pytest
 from airflow_provider_meti.aio.client import AsyncMetiClient
 from airflow_provider_meti.auth import EmailPasswordAuth
 from airflow_provider_meti.client import MetiClient
-from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
+from airflow_provider_meti.exceptions import MetiApiError, MetiBudgetError, MetiConnectionError
 from airflow_provider_meti.retries import RetryPolicy
 from airflow_provider_meti.settings import ClientSettings
 
@@ -202,3 +202,68 @@ def test_a_slow_or_trickled_reply_ends_the_call_at_its_timeout(scripted, get_sou
     # takes 17 s to arrive and used to take 14.5 s to fail; 5 s holds on a loaded machine.
     assert elapsed < 5.0
     assert server.seen["GET /sources/"] <= 2
+
+
+# The gate's rules, on an injected clock
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_gate_admits_each_request_max_retries_plus_one_times():
+    budget = RetryPolicy(max_retries=2).budget(clock=Clock(), sleep=lambda seconds: None)
+    for _ in range(3):
+        budget.admit("GET /sources/x")
+    with pytest.raises(MetiBudgetError, match="already sent 3 times"):
+        budget.admit("GET /sources/x")
+    budget.admit("POST /token")  # another request has its own count
+
+
+def test_the_gate_admits_no_request_after_the_deadline():
+    clock = Clock()
+    budget = RetryPolicy(max_retry_time=10).budget(clock=clock, sleep=lambda seconds: None)
+    clock.now = 10.0
+    budget.admit("GET /a")  # at the deadline: not after it
+    clock.now = 10.001
+    with pytest.raises(MetiBudgetError, match="max_retry_time of 10 s has passed"):
+        budget.admit("GET /b")
+
+
+def test_a_refused_request_raises_its_own_last_failure():
+    clock = Clock()
+    budget = RetryPolicy(max_retries=5, max_retry_time=1).budget(
+        clock=clock, sleep=lambda seconds: None
+    )
+    refusal = MetiApiError("busy", status_code=503, method="GET", path="/a")
+
+    def call() -> None:
+        budget.admit("GET /a")
+        clock.now += 2  # the request took longer than the whole budget
+        raise refusal
+
+    with pytest.raises(MetiApiError) as raised:
+        budget.run("GET /a", call)
+    assert raised.value is refusal  # the real cause, not "not sent"
+    assert budget.sent("GET /a") == 1
+
+
+def test_inside_a_run_a_replay_counts_as_the_same_request():
+    budget = RetryPolicy(max_retries=1).budget(clock=Clock(), sleep=lambda seconds: None)
+    sends: list[str] = []
+
+    def call() -> None:
+        budget.admit("GET /a")
+        sends.append("first")
+        with budget.replaying():
+            budget.admit("GET /a")  # the 401 replay
+            sends.append("replay")
+        raise MetiConnectionError("lost", method="GET", path="/a", request_sent=True)
+
+    with pytest.raises(MetiConnectionError):
+        budget.run("GET /a", call)
+    assert sends == ["first", "replay"]  # max_retries=1: two sendings in all, no retry
