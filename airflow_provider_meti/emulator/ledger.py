@@ -61,7 +61,6 @@ FIELD_NAMES = (
     "outcome_reporting_year",
 )
 """v2's descriptive SourceCreateRequest fields, stored on every source of one create."""
-COPIED_PROPERTIES = FIELD_NAMES  # the name older callers import
 FILTER_FIELDS = ("methodology", "steward_id", "project_id", "outcome_reporting_year")
 PROTECTED_AREA_FIELDS = ("pa_name", "pa_designation", "wdpaid")
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -79,11 +78,6 @@ SEED_CAPACITY = 1_000_000
 def utc_now() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(timezone.utc)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``, as the emulator prints timestamps."""
-    return format_timestamptz(moment)
 
 
 @dataclass(frozen=True)

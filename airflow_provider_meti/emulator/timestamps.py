@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 
 _TIMESTAMP = re.compile(
     r"""^\s*
@@ -64,6 +65,7 @@ def parse_timestamptz(text: str) -> datetime:
     return (moment + extra + timedelta(microseconds=micros)).astimezone(timezone.utc)
 
 
+@lru_cache(maxsize=64)  # bulk inserts stamp thousands of sources with a few moments
 def format_timestamptz(moment: datetime) -> str:
     """ISO 8601 UTC with a ``Z``: milliseconds, or microseconds when they are not whole.
 
