@@ -64,6 +64,12 @@ DECISIONS: tuple[Decision, ...] = (
         "no one means that; strings, numbers and booleans are read as the ledger reads them",
     ),
     Decision(
+        "ids that are non-integer numbers",
+        "the number as Python prints it (1001.50 -> '1001.5')",
+        "the digits as sent (jsonb keeps 1001.50)",
+        "the JSON parser has turned the number into a float before the ledger sees it",
+    ),
+    Decision(
         "timestamps in PostgreSQL's rarer input forms (named months, Julian days, 'epoch', "
         "'infinity', 'now')",
         "refused",

@@ -491,7 +491,7 @@ class Ledger:
         shrunk = entry.shrunk_geometry()
         partners = [
             other
-            for other in self._visible(shrunk.bounds, earlier)
+            for other in self._visible(shrunk, earlier)
             if other.same_country(entry)
             and other.overlaps_in_time(entry)
             and shapely.intersects(other.geometry, shrunk)
@@ -510,14 +510,16 @@ class Ledger:
             )
         return entry
 
-    def _visible(self, box: tuple[float, ...], earlier: list[_Entry]) -> list[_Entry]:
-        """Committed sources near ``box``, then this statement's earlier rows, in order."""
-        if box and len(box) == 4 and not any(value != value for value in box):  # not empty
-            bbox = cast(BBox, tuple(box))
-            nearby = [self._entries[key] for key in cast("set[str]", self._index.candidates(bbox))]
-        else:
+    def _visible(self, shrunk: BaseGeometry, earlier: list[_Entry]) -> list[_Entry]:
+        """Committed sources whose box meets ``shrunk``'s, then this statement's earlier rows.
+
+        Rows of other creates still in their transaction are not stored yet, so they are not
+        seen, as under READ COMMITTED.
+        """
+        if shrunk.is_empty:  # ST_Intersects(x, EMPTY) is false
             return []
-        committed = sorted(nearby, key=lambda entry: entry.sequence)
+        keys = cast("set[str]", self._index.candidates(cast(BBox, tuple(shrunk.bounds))))
+        committed = sorted((self._entries[key] for key in keys), key=lambda e: e.sequence)
         return [*committed, *earlier]
 
     # --- commit: sources_after_insert ------------------------------------------------------
