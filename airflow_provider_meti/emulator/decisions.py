@@ -172,6 +172,19 @@ DECISIONS: tuple[Decision, ...] = (
         "deterministic for tests",
     ),
     Decision(
+        "an empty features array",
+        "succeeds, stores nothing",
+        "succeeds, stores nothing (no rows to insert)",
+        "docs leave open whether the API refuses it before the ledger",
+    ),
+    Decision(
+        "features of one collection",
+        _SAME,
+        _SAME,
+        "inserted in order; each row's conflict search sees the rows before it, so "
+        "duplicates in one collection are both stored and conflict with each other",
+    ),
+    Decision(
         "descriptive fields in properties",
         _SAME,
         _SAME,
