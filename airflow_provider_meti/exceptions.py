@@ -91,8 +91,8 @@ def _rebuild_api_error(cls, message, status_code, method, path, retry_after, det
 
 
 class MetiBudgetError(MetiApiError):
-    """A request the call's retry budget did not let through: sent ``max_retries + 1`` times
-    already, or the call's deadline passed, or the call was cancelled.
+    """A request the call's retry budget did not let through (sent ``max_retries + 1`` times
+    already, or the call's deadline passed) that had not failed before in the call.
 
     :param request: the request, as the budget names it (method, path and query)
     :param reason: why it was not sent

@@ -169,9 +169,10 @@ class _Budget:
         run's name: a 401 replay is one more sending of the same request.
 
         :param request: names the request when it is sent outside any run of this budget
-        When the request was already sent ``max_retries + 1`` times, the deadline has
-        passed or the call was cancelled, its own last failure in this call is raised again
-        (marked final), or, when it had none, :class:`MetiBudgetError`.
+        When the request was already sent ``max_retries + 1`` times or the deadline has
+        passed, its own last failure in this call is raised again (marked final), or, when
+        it had none, :class:`MetiBudgetError`; when the call was cancelled,
+        :class:`CallCancelled`.
         """
         current = _current_run.get()
         name = current[1] if current is not None and current[0] is self else request
@@ -180,10 +181,11 @@ class _Budget:
             limit = self.policy.max_retries + 1
             if _replaying.get():
                 limit = max(limit, 2)  # the first try and its one replay
+            if self.cancelled():
+                # As a run that is cancelled before its attempt: not a failure of its own.
+                raise mark_final(CallCancelled(f"{name}: cancelled before it was sent"))
             if sent >= limit:
                 reason = f"it was already sent {sent} times (max_retries={limit - 1})"
-            elif self.cancelled():
-                reason = "the call was cancelled"
             elif self._clock() > self._deadline:
                 reason = f"the call's max_retry_time of {self.policy.max_retry_time:g} s has passed"
             else:
