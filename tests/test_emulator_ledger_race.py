@@ -94,6 +94,16 @@ def test_the_race_over_http_with_a_held_transaction():
         assert [source["conflict"] for source in meti.ledger.all()] == [False, False]
 
 
+def test_a_failed_hold_rolls_the_transaction_back():
+    def fail() -> None:
+        raise RuntimeError("connection lost")
+
+    ledger = Ledger(concurrent_conflicts="ledger", transaction_hold=fail)
+    with pytest.raises(RuntimeError):
+        ledger.create(collection(feature("L", LEFT)))
+    assert ledger.count() == 0
+
+
 def test_bad_modes_are_refused():
     with pytest.raises(ValueError, match="concurrent_conflicts"):
         Ledger(concurrent_conflicts="optimistic")  # type: ignore[arg-type]

@@ -269,9 +269,12 @@ class Ledger:
                     self._hold()
                 if self._hold_seconds:
                     time.sleep(self._hold_seconds)
-            finally:
-                with self._lock:
-                    self._commit(rows, snapshot=snapshot)
+            except BaseException:
+                with self._lock:  # the transaction rolls back: nothing is stored
+                    self._pending_ids.difference_update(row.id for row in rows)
+                raise
+            with self._lock:
+                self._commit(rows, snapshot=snapshot)
         return [{"id": row.id, "alt_id": row.source["alt_id"]} for row in rows]
 
     @property
@@ -448,6 +451,7 @@ class Ledger:
         rows: list[_Entry] = []
         for feature in features:
             rows.append(self._before_insert(feature, rows, now, account_id, fields))
+        self._pending_ids.update(row.id for row in rows)
         return rows
 
     def _before_insert(
@@ -529,6 +533,7 @@ class Ledger:
         self._version += 1
         for row in rows:
             row.commit = self._commits
+            self._pending_ids.discard(row.id)
             self._store(row)
         if self.sandbox:
             return
@@ -667,7 +672,7 @@ class Ledger:
                 source_id = f"sandbox_{self._random.getrandbits(128):032x}"
             else:
                 source_id = "src_" + "".join(self._random.choices(_ID_ALPHABET, k=13))
-            if source_id not in self._entries:
+            if source_id not in self._entries and source_id not in self._pending_ids:
                 return source_id
 
     def _store(self, entry: _Entry) -> None:
