@@ -425,6 +425,9 @@ def _read_body(response: requests.Response, ends: float) -> None:
     raw = response.raw
     connection = getattr(raw, "connection", None)
     sock = getattr(connection, "sock", None)
+    # read1 (urllib3 2) returns what one receive brought; urllib3 1's read waits for a
+    # whole chunk, so there only the per-receive timeout below bounds a trickle.
+    read = getattr(raw, "read1", None) or raw.read
     chunks = []
     while True:
         left = ends - time.monotonic()
@@ -433,7 +436,7 @@ def _read_body(response: requests.Response, ends: float) -> None:
         if isinstance(sock, socket.socket):
             sock.settimeout(left)
         try:
-            chunk = raw.read1(READ_SIZE, decode_content=True)
+            chunk = read(READ_SIZE, decode_content=True)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise _BodyTimeout from None
         if not chunk:
