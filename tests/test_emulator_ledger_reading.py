@@ -8,7 +8,9 @@ import sys
 from typing import Any
 
 import pytest
+import requests
 
+from airflow_provider_meti.emulator import MetiEmulator
 from airflow_provider_meti.emulator.ledger import Ledger
 from airflow_provider_meti.emulator.rejections import CollectionRejected
 from airflow_provider_meti.emulator.timestamps import parse_timestamptz
@@ -199,3 +201,30 @@ def test_without_shapely_the_emulator_names_the_extra_to_install():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "pip install 'airflow-provider-meti[emulator]'" in output
+
+
+def test_over_http_an_invalid_hole_is_refused_and_a_multipolygon_stored():
+    hole_outside = polygon(rect(0, 0, 100, 100), rect(200, 0, 250, 50))
+    parts = {
+        "type": "MultiPolygon",
+        "coordinates": [[rect(0, 0, 100, 100)], [rect(300, 0, 400, 100)]],
+    }
+    with MetiEmulator() as meti:
+        session = requests.Session()
+        token = session.post(
+            f"{meti.url}/token", json={"email": "demo@meti.local", "password": "demo-password"}
+        ).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        reply = session.post(
+            f"{meti.url}/sources",
+            json=collection(feature("parts", parts), feature("hole", hole_outside)),
+            headers=headers,
+        )
+        assert reply.status_code == 422
+        assert meti.ledger.count() == 0
+        reply = session.post(
+            f"{meti.url}/sources", json=collection(feature("parts", parts)), headers=headers
+        )
+        assert reply.status_code == 201
+        (source,) = meti.ledger.all()
+        assert source["hectares"] == pytest.approx(2.0, rel=1e-3)
