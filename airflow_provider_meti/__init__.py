@@ -25,6 +25,22 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "OAuth2 audience; defaults to https://api.meti.millpont.com.",
         "schema": {"type": ["string", "null"]},
     },
+    "scope": {
+        "label": "Scopes (v2)",
+        "description": (
+            "Space-separated OAuth2 scopes asked for with each token, e.g. "
+            "read:sources write:sources delete:sources. Empty: the client's defaults."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    "sandbox": {
+        "label": "Use METI's sandbox",
+        "description": (
+            "Send every source request to {host}/sandbox/...: METI's sandbox, which keeps "
+            "nothing for good. Try a DAG there before it writes to production."
+        ),
+        "schema": {"type": ["boolean", "null"]},
+    },
     "timeout": {
         "label": "Timeout (seconds)",
         "description": "Per-request timeout. Default 30.",

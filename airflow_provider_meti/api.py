@@ -6,7 +6,7 @@ The client asks an ``ApiVersion`` for routes and limits instead of testing versi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +20,9 @@ from airflow_provider_meti.auth import (
 from airflow_provider_meti.exceptions import MetiConfigError
 
 Route = tuple[str, dict[str, Any]]
+SANDBOX_PREFIX = "/sandbox"
+SANDBOX_ID_PREFIX = "sandbox_"
+PRODUCTION_ID_PREFIX = "src_"
 # What an unset value renders to in a template: never a real id, and as a filter it would
 # match nothing or, worse, be ignored.
 _PLACEHOLDER_IDS = frozenset({"none", "null"})
@@ -51,6 +54,8 @@ class Credentials:
     :param token_url: where to ask for tokens; None for the generation's default
     :param audience: the OAuth2 audience (v2); None for the default
     :param allow_insecure_http: accept plain http:// to a host that is not loopback
+    :param scope: space-separated scopes for the client-credentials request (v2); None: the
+        client's defaults
     """
 
     base_url: str
@@ -59,6 +64,7 @@ class Credentials:
     token_url: str | None = None
     audience: str | None = None
     allow_insecure_http: bool = False
+    scope: str | None = None
 
 
 def _email_password(credentials: Credentials) -> TokenSource:
@@ -85,6 +91,7 @@ def _client_credentials(credentials: Credentials) -> TokenSource:
         client_id=credentials.login,
         client_secret=credentials.secret,
         audience=credentials.audience or DEFAULT_AUDIENCE,
+        scope=credentials.scope,
     )
 
 
@@ -102,13 +109,46 @@ class ApiVersion:
     credential_names: str
     """How the connection's login and password are called in this generation."""
     make_token_source: Callable[[Credentials], TokenSource]
+    takes_source_fields: bool = False
+    """A create is a ``SourceCreateRequest`` (``feature_collection`` plus descriptive fields)."""
+    can_filter_by_alt_id: bool = False
+    """``GET /sources?alt_id=`` is documented."""
+    sandbox: bool = False
+    """Every source route under ``/sandbox``: METI's sandbox, which stores nothing for good."""
+
+    def in_sandbox(self, sandbox: bool = True) -> ApiVersion:
+        """This generation with its source routes in (or out of) METI's sandbox."""
+        if bool(sandbox) == self.sandbox:
+            return self
+        return replace(self, sandbox=bool(sandbox))
+
+    @property
+    def sources_path(self) -> str:
+        """The path of the source collection (list and create)."""
+        return (SANDBOX_PREFIX if self.sandbox else "") + "/sources"
+
+    def check_source_id(self, value: Any, name: str = "source_id") -> str:
+        """``source_id`` when it can name a source of this environment (sandbox or not)."""
+        source_id = require_id(name, value)
+        if self.sandbox and source_id.startswith(PRODUCTION_ID_PREFIX):
+            raise MetiConfigError(
+                f"{name} {source_id!r} is a production id ({PRODUCTION_ID_PREFIX}...), but the "
+                "connection uses METI's sandbox (extra 'sandbox'), whose ids start with "
+                f"{SANDBOX_ID_PREFIX!r}; use a production connection for it."
+            )
+        if not self.sandbox and source_id.startswith(SANDBOX_ID_PREFIX):
+            raise MetiConfigError(
+                f"{name} {source_id!r} is a sandbox id, but the connection is not in METI's "
+                "sandbox; set the connection extra 'sandbox' to true to reach it."
+            )
+        return source_id
 
     def source_route(self, source_id: str) -> Route:
         """Path and query for one source (GET and DELETE)."""
-        require_id("source_id", source_id)
+        self.check_source_id(source_id)
         if self.source_id_in_path:
-            return f"/sources/{quote(source_id, safe='')}", {}
-        return "/sources/", {"id": source_id}
+            return f"{self.sources_path}/{quote(source_id, safe='')}", {}
+        return f"{self.sources_path}/", {"id": source_id}
 
     def delete_by_alt_id_route(self, alt_id: str) -> Route:
         """Path and query to delete every source with ``alt_id``."""
@@ -116,7 +156,7 @@ class ApiVersion:
             raise MetiConfigError(
                 f"METI API v{self.number} cannot delete by alt_id; pass source_id instead."
             )
-        return "/sources", {"alt_id": require_id("alt_id", alt_id)}
+        return self.sources_path, {"alt_id": require_id("alt_id", alt_id)}
 
     def batch_size(self, requested: int | None) -> int:
         """Features per POST: the caller's choice, within what the API accepts."""
@@ -136,6 +176,7 @@ class ApiVersion:
         token_url: str | None = None,
         audience: str | None = None,
         allow_insecure_http: bool = False,
+        scope: str | None = None,
     ) -> TokenSource:
         """The token source for this generation's credentials.
 
@@ -145,7 +186,12 @@ class ApiVersion:
         :param token_url: where to ask for tokens (required for v2)
         :param audience: the OAuth2 audience (v2 only; default ``DEFAULT_AUDIENCE``)
         :param allow_insecure_http: accept plain http:// to a host that is not loopback
+        :param scope: scopes for the client-credentials request (v2 only)
         """
+        if scope and not self.uses_scopes:
+            raise MetiConfigError(
+                f"The connection extra 'scope' is for METI API v2; v{self.number} has no scopes."
+            )
         if not login or not secret:
             raise MetiConfigError(
                 f"The METI connection needs a {self.credential_names} (login and password)."
@@ -157,8 +203,14 @@ class ApiVersion:
             token_url=token_url,
             audience=audience,
             allow_insecure_http=allow_insecure_http,
+            scope=scope,
         )
         return self.make_token_source(credentials)
+
+    @property
+    def uses_scopes(self) -> bool:
+        """Whether tokens of this generation carry OAuth2 scopes."""
+        return self.make_token_source is _client_credentials
 
 
 API_V1 = ApiVersion(
@@ -180,6 +232,8 @@ API_V2 = ApiVersion(
     can_delete_by_alt_id=True,
     credential_names="client id and client secret",
     make_token_source=_client_credentials,
+    takes_source_fields=True,
+    can_filter_by_alt_id=True,
 )
 _VERSIONS = {1: API_V1, 2: API_V2}
 

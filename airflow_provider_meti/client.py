@@ -16,19 +16,34 @@ from typing import Any
 from airflow_provider_meti import geojson
 from airflow_provider_meti.api import API_V1, ApiVersion
 from airflow_provider_meti.auth import TokenSource
-from airflow_provider_meti.create import BatchCreator, find_stored, unconfirmed_error
+from airflow_provider_meti.create import (
+    Batch,
+    BatchCreator,
+    find_stored,
+    lanes_of_batches,
+    unconfirmed_error,
+)
+from airflow_provider_meti.create_errors import named_rejection
 from airflow_provider_meti.exceptions import MetiApiError, MetiConfigError, MetiNotFoundError
+from airflow_provider_meti.lanes import overlap_lanes
 from airflow_provider_meti.replies import created_ids, source_object, unwrap_page
 from airflow_provider_meti.retries import CallBudget, may_have_been_processed
 from airflow_provider_meti.settings import ClientSettings
+from airflow_provider_meti.source_fields import (
+    SourceFields,
+    checked_fields,
+    fields_key,
+    fields_of_features,
+)
 from airflow_provider_meti.transport import Transport, request_name
 
 __all__ = ["ClientSettings", "MetiClient"]
 
 log = logging.getLogger(__name__)
 
-# METI documents no alt_id filter on GET /sources, so finding what a lost create stored is one
-# scan of the account's listing, in the largest pages the API serves.
+# v1 documents no alt_id filter on GET /sources, so finding what a lost create stored is one
+# scan of the account's listing, in the largest pages the API serves; v2 documents the filter,
+# so it is one filtered GET per feature.
 LOOKUP_PAGE_SIZE = 1000
 
 
@@ -108,7 +123,9 @@ class MetiClient:
     def iter_source_pages(
         self, *, page_size: int = 100, **filters: Any
     ) -> Iterator[list[dict[str, Any]]]:
-        """Pages of sources until the server returns a short page (one retry budget a page)."""
+        """Pages of sources until the server returns an empty page or the reply's ``total`` is
+        reached (one retry budget a page). A server may serve fewer than ``page_size``
+        sources a page (METI documents no maximum ``limit``): a short page is not the end."""
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise MetiConfigError(f"page_size must be a positive integer, got {page_size!r}.")
         query = {key: value for key, value in filters.items() if value is not None}
@@ -119,11 +136,12 @@ class MetiClient:
     ) -> Iterator[list[dict[str, Any]]]:
         offset = 0
         previous_first_id = None
+        path = self.api.sources_path
         while True:
             params = {**query, "limit": page_size, "offset": offset}
             # No name for the reply body: it would keep this page alive during the next fetch.
             page, total = unwrap_page(
-                self._transport.request("GET", "/sources", budget_for_page(), params=params)
+                self._transport.request("GET", path, budget_for_page(), params=params)
             )
             first_id, count = (page[0].get("id") if page else None), len(page)
             if first_id is not None and first_id == previous_first_id:
@@ -139,7 +157,7 @@ class MetiClient:
             # Let go of this page before asking for the next: one page in memory, not two.
             del page
             offset += count
-            if count < page_size or (total is not None and offset >= total):
+            if count == 0 or (total is not None and offset >= total):
                 return
 
     def create_sources(
@@ -149,6 +167,7 @@ class MetiClient:
         batch_size: int | None = None,
         max_workers: int | None = None,
         skip_existing: bool = False,
+        source_fields: Mapping[str, Any] | None = None,
     ) -> list[dict[str, str]]:
         """Register every feature; return one ``{"id", "alt_id"}`` per feature, in input order.
 
@@ -165,8 +184,14 @@ class MetiClient:
         :param max_workers: concurrent POSTs (default from the settings)
         :param skip_existing: look every feature up first and create only the missing ones;
             for re-running a create that may have stored part of the collection
+        :param source_fields: v2's descriptive fields for every feature (``methodology``,
+            ``source_type``, ``geometry_source``, ``steward_id``, ``project_id``: text;
+            ``attribute_type``, ``tags``: lists of text; ``outcome_reporting_year``: int). A
+            feature's ``properties`` may hold the same names, which win for that feature;
+            features are sent grouped by their fields, one POST (or series) per group.
         """
         features = list(geojson.validated(feature_collection).features)
+        fields = self._fields_by_alt_id(features, source_fields)
         size = self.api.batch_size(batch_size)
         results: dict[str, dict[str, str]] = {}
         pending = features
@@ -175,7 +200,7 @@ class MetiClient:
             pending = [feature for feature in features if feature["id"] not in results]
             if results:
                 log.info("%d of %d features already exist in METI", len(results), len(features))
-        batches = list(geojson.batched(pending, size)) if pending else []
+        lanes = self._lanes(pending, fields, size)
         creator = BatchCreator(
             post=self._post_features,
             look_up=self._look_up,
@@ -184,8 +209,43 @@ class MetiClient:
             already=results,
         )
         workers = max_workers if max_workers is not None else self.settings.max_workers
-        results.update(creator.run(batches, workers))
+        results.update(creator.run(lanes, workers))
         return [results[feature["id"]] for feature in features]
+
+    def _fields_by_alt_id(
+        self, features: Sequence[Mapping[str, Any]], source_fields: Mapping[str, Any] | None
+    ) -> dict[str, SourceFields]:
+        """Each feature's effective descriptive fields; refused on v1 before any request."""
+        defaults = checked_fields(source_fields)
+        effective = fields_of_features(features, defaults)
+        if not self.api.takes_source_fields and any(effective):
+            named = sorted({name for item in effective for name in item})
+            raise MetiConfigError(
+                f"METI API v{self.api.number} has no descriptive source fields "
+                f"({', '.join(named)}); use an API v2 connection or leave them unset."
+            )
+        return {feature["id"]: item for feature, item in zip(features, effective, strict=True)}
+
+    @staticmethod
+    def _lanes(
+        features: Sequence[dict[str, Any]], fields: Mapping[str, SourceFields], size: int
+    ) -> list[list[Batch]]:
+        """Batches per group of equal fields, in input order, gathered into lanes: batches
+        with features that overlap in space and time share a lane and go one after another."""
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for feature in features:
+            groups.setdefault(fields_key(fields[feature["id"]]), []).append(feature)
+        batches = [
+            Batch(chunk, dict(fields[members[0]["id"]]))
+            for members in groups.values()
+            for chunk in geojson.batched(members, size)
+        ]
+        lane_of_feature = {
+            features[index]["id"]: lane
+            for lane, indexes in enumerate(overlap_lanes(features))
+            for index in indexes
+        }
+        return lanes_of_batches(batches, lane_of_feature)
 
     def delete_source(
         self,
@@ -244,11 +304,27 @@ class MetiClient:
     def _look_up(
         self, features: Sequence[Mapping[str, Any]], budget_for_page: Callable[[], CallBudget]
     ) -> tuple[dict[str, dict[str, str]], list[str]]:
-        return find_stored(features, self._pages({}, LOOKUP_PAGE_SIZE, budget_for_page))
+        if not self.api.can_filter_by_alt_id:
+            return find_stored(features, self._pages({}, LOOKUP_PAGE_SIZE, budget_for_page))
+        existing: dict[str, dict[str, str]] = {}
+        unconfirmed: list[str] = []
+        for feature in features:
+            # Pages stop being read once the feature is found: one GET per feature.
+            pages = self._pages({"alt_id": feature["id"]}, LOOKUP_PAGE_SIZE, budget_for_page)
+            found, unknown = find_stored([feature], pages)
+            existing.update(found)
+            unconfirmed.extend(unknown)
+        return existing, unconfirmed
 
-    def _post_features(
-        self, features: list[dict[str, Any]], budget: CallBudget
-    ) -> dict[str, dict[str, str]]:
-        body = geojson.as_feature_collection(features)
-        response = self._transport.send("POST", "/sources", budget, json=body)
-        return created_ids(self._transport.parse_json(response, "POST", "/sources"), features)
+    def _post_features(self, batch: Batch, budget: CallBudget) -> dict[str, dict[str, str]]:
+        path = self.api.sources_path
+        collection = geojson.as_feature_collection(batch.features)
+        if self.api.takes_source_fields:
+            body: dict[str, Any] = {"feature_collection": collection, **batch.fields}
+        else:
+            body = collection
+        try:
+            response = self._transport.send("POST", path, budget, json=body)
+        except MetiApiError as error:
+            raise named_rejection(error, batch.features) from error
+        return created_ids(self._transport.parse_json(response, "POST", path), batch.features)

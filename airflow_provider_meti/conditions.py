@@ -6,10 +6,11 @@ transport fetched the source.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from airflow_provider_meti.exceptions import MetiNotFoundError
+from airflow_provider_meti.replies import conflict_with_of
 
 WaitFor = Literal["exists", "no_conflict", "resolved", "deleted"]
 WAIT_FOR_CONDITIONS: tuple[str, ...] = ("exists", "no_conflict", "resolved", "deleted")
@@ -86,6 +87,13 @@ def judge(
     return True, found
 
 
-def in_conflict(source: dict[str, Any]) -> bool:
-    """True when METI flags the source as overlapping another one."""
-    return bool(source.get("conflict") or source.get("conflict_with"))
+def in_conflict(source: Mapping[str, Any]) -> bool:
+    """True when METI flags the source as overlapping another one: the one definition.
+
+    In conflict when the ``conflict`` flag is set, or when ``conflict_with`` names any
+    partner (read by :func:`~airflow_provider_meti.replies.conflict_with_of`, so a string, a
+    list with ``null`` entries or objects with an ``"id"`` all count as METI meant them).
+    """
+    flag = source.get("conflict")
+    flagged = flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")
+    return flagged or bool(conflict_with_of(source))

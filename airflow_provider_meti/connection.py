@@ -37,6 +37,7 @@ class ConnectionSettings:
     :param secret: password (v1) or client secret (v2); left out of ``repr``
     :param token_url: the token endpoint, when not the API's own
     :param audience: the OAuth2 audience (v2)
+    :param scope: the scopes asked for in the client-credentials request (v2)
     """
 
     settings: ClientSettings
@@ -45,6 +46,7 @@ class ConnectionSettings:
     secret: str = field(repr=False)
     token_url: str | None = None
     audience: str | None = None
+    scope: str | None = None
 
     def token_source(self) -> TokenSource:
         """The token source these credentials describe."""
@@ -55,6 +57,7 @@ class ConnectionSettings:
             token_url=self.token_url,
             audience=self.audience,
             allow_insecure_http=self.settings.allow_insecure_http,
+            scope=self.scope,
         )
 
     def with_max_workers(self, max_workers: int) -> ConnectionSettings:
@@ -77,6 +80,7 @@ def settings_from_connection(
     """
     extras = _normalized_extras(connection.extra_dejson if extras is None else extras)
     api = api_version(extras.get("api_version", 1))
+    api = api.in_sandbox(_bool_extra(extras, "sandbox", False))
     retry = RetryPolicy(
         max_retries=_int_extra(extras, "max_retries", RetryPolicy.max_retries, minimum=0),
         max_retry_time=_float_extra(extras, "max_retry_time", RetryPolicy.max_retry_time),
@@ -98,6 +102,7 @@ def settings_from_connection(
         secret=connection.password or "",
         token_url=extras.get("token_url") or None,
         audience=extras.get("audience") or None,
+        scope=_scope_extra(extras),
     )
 
 
@@ -183,6 +188,19 @@ def _bool_extra(extras: Mapping[str, Any], name: str, default: bool) -> bool:
             f"The METI connection extra {name!r} must be true or false, got {value!r}."
         )
     return flag
+
+
+def _scope_extra(extras: Mapping[str, Any]) -> str | None:
+    """``scope``: space-separated OAuth2 scopes, e.g. ``read:sources write:sources``."""
+    value = extras.get("scope")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MetiConfigError(
+            "The METI connection extra 'scope' must be a string of space-separated scopes "
+            f"(e.g. 'read:sources write:sources'), got {value!r}."
+        )
+    return " ".join(value.split()) or None
 
 
 def _verify_extra(extras: Mapping[str, Any]) -> bool | str:

@@ -3,6 +3,11 @@
 METI never de-duplicates, so a POST whose answer was lost is not simply sent again: the
 listing is read first, and only the features it does not show are re-sent. When anything
 fails, the error names every source that was stored (``MetiPartialCreateError``).
+
+Batches are grouped into lanes: batches holding features that overlap in space and time
+(``lanes.overlap_lanes``) share a lane and are sent one after another, since METI's ledger
+does not flag two overlapping features stored by concurrent transactions. Lanes run in
+parallel.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
@@ -25,7 +31,31 @@ from airflow_provider_meti.retries import (
 INTERRUPT_CHECK_SECONDS = 0.1
 
 Created = dict[str, dict[str, str]]  # {alt_id: {"id", "alt_id"}}
-PostBatch = Callable[[list[dict[str, Any]], CallBudget], Created]
+
+
+@dataclass
+class Batch:
+    """The features of one POST and the descriptive fields it carries (v2).
+
+    :param features: validated features
+    :param fields: the request's top-level descriptive fields (empty on v1)
+    """
+
+    features: list[dict[str, Any]]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.features[index]
+
+    def without(self, alt_ids: Mapping[str, Any]) -> Batch:
+        """This batch without the features whose ``id`` is in ``alt_ids``."""
+        return Batch([f for f in self.features if f["id"] not in alt_ids], self.fields)
+
+
+PostBatch = Callable[[Batch, CallBudget], Created]
 LookUp = Callable[
     [Sequence[Mapping[str, Any]], Callable[[], CallBudget]], tuple[Created, list[str]]
 ]
@@ -85,23 +115,20 @@ class BatchCreator:
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
 
-    def run(self, batches: list[list[dict[str, Any]]], max_workers: int) -> Created:
-        """Create every batch; return ``{alt_id: {"id", "alt_id"}}`` for what was created.
+    def run(self, lanes: list[list[Batch]], max_workers: int) -> Created:
+        """Create every lane's batches, each lane's in order; return
+        ``{alt_id: {"id", "alt_id"}}`` for what was created.
 
-        If the calling thread is interrupted, no further POST starts, POSTs in flight are
-        waited for, and ``MetiPartialCreateError`` lists what was stored.
+        Even with one worker the POSTs run on a worker thread, so that an interrupt of the
+        calling thread never abandons a POST in flight: no further POST starts, POSTs in
+        flight are waited for, and ``MetiPartialCreateError`` lists what was stored.
         """
-        workers = max(1, min(max_workers, len(batches)))
-        if workers == 1:
-            for batch in batches:
-                try:
-                    self._create(batch)
-                except BaseException as error:
-                    raise self._report(error) from error
+        if not lanes:
             return self._created
+        workers = max(1, min(max_workers, len(lanes)))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="meti-create")
         try:
-            futures = [pool.submit(self._create, batch) for batch in batches]
+            futures = [pool.submit(self._create_lane, lane) for lane in lanes]
             _wait_interruptibly(futures)
         except BaseException as interrupt:  # a task timeout or SIGTERM in this thread
             self._cancelled.set()
@@ -123,11 +150,13 @@ class BatchCreator:
             so_far = {**self._already, **self._created}
         return partial_error(error, so_far, self._total)
 
-    def _create(self, batch: list[dict[str, Any]]) -> None:
-        if not self._cancelled.is_set():
+    def _create_lane(self, lane: list[Batch]) -> None:
+        for batch in lane:
+            if self._cancelled.is_set():
+                return
             self._create_batch(batch, self._new_budget(self._cancelled))
 
-    def _create_batch(self, batch: list[dict[str, Any]], budget: CallBudget) -> None:
+    def _create_batch(self, batch: Batch, budget: CallBudget) -> None:
         """POST one batch; after an ambiguous failure, look up what it stored first."""
         pending = batch
         outcome_unknown: MetiApiError | None = None
@@ -135,11 +164,11 @@ class BatchCreator:
         def attempt() -> None:
             nonlocal pending, outcome_unknown
             if outcome_unknown is not None:
-                existing, unconfirmed = self._look_up(pending, lambda: budget)
+                existing, unconfirmed = self._look_up(pending.features, lambda: budget)
                 self._record(existing)
                 if unconfirmed:
                     raise mark_final(unconfirmed_error(existing, unconfirmed, len(batch)))
-                pending = [feature for feature in pending if feature["id"] not in existing]
+                pending = pending.without(existing)
                 outcome_unknown = None
                 if not pending:
                     return
@@ -150,6 +179,36 @@ class BatchCreator:
                 raise
 
         budget.run(f"POST /sources [{batch[0]['id']}]", attempt)
+
+
+def lanes_of_batches(
+    batches: Sequence[Batch], lane_of_feature: Mapping[str, int]
+) -> list[list[Batch]]:
+    """``batches`` grouped so that batches sharing a feature lane share a lane, in order.
+
+    :param batches: the batches of one create, in the order they are to be sent
+    :param lane_of_feature: each feature's overlap lane, by ``alt_id``
+    """
+    parent = list(range(len(batches)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    first_batch_of_lane: dict[int, int] = {}
+    for index, batch in enumerate(batches):
+        for feature in batch.features:
+            lane = lane_of_feature[feature["id"]]
+            other = first_batch_of_lane.setdefault(lane, index)
+            a, b = root(index), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    grouped: dict[int, list[Batch]] = {}
+    for index, batch in enumerate(batches):
+        grouped.setdefault(root(index), []).append(batch)
+    return list(grouped.values())
 
 
 def partial_error(

@@ -223,7 +223,7 @@ def test_a_partner_this_account_cannot_read_is_shown_by_id(
     body = ask(review_dag(ours["id"]).get_task("review"), asked, task_context)["body"]
 
     (row,) = table_rows(body, theirs["id"])
-    assert "not visible to this account" in row
+    assert "a source of another account" in row
     assert f"`{ours['id']}`" in body
 
 

@@ -88,11 +88,12 @@ def test_generic_operator_returns_filtered_json(meti_connection, emulator, task_
     assert len(ids) == 2 and all(source_id.startswith("src_") for source_id in ids)
 
 
-def test_generic_operator_posts_json(meti_connection, emulator, task_context):
-    operator = MetiOperator(
-        task_id="post", endpoint="/sources", method="POST", data=collection(square_feature("P"))
-    )
-    assert operator.execute(task_context)["id"].startswith("src_")
+def test_generic_operator_posts_json(meti_connection, emulator, task_context, meti_api_version):
+    fc = collection(square_feature("P"))
+    data = fc if meti_api_version == 1 else {"feature_collection": fc}  # v2: SourceCreateRequest
+    operator = MetiOperator(task_id="post", endpoint="/sources", method="POST", data=data)
+    reply = operator.execute(task_context)
+    assert (reply if meti_api_version == 1 else reply[0])["id"].startswith("src_")
     assert stored_alt_ids(emulator) == ["P"]
 
 

@@ -40,7 +40,8 @@ class MetiHook(BaseHook):
     (v2: client secret). Extras: ``api_version`` (1 or 2), ``timeout``, ``max_retries``,
     ``max_retry_time``, ``token_refresh_margin``, ``verify``, ``token_url`` (required for
     v2: the OAuth2 tenant's token endpoint), ``audience`` (v2; default
-    ``https://api.meti.millpont.com``), ``allow_insecure_http``.
+    ``https://api.meti.millpont.com``), ``scope`` (v2: space-separated scopes to ask for),
+    ``sandbox`` (every source route under ``{host}/sandbox``), ``allow_insecure_http``.
 
     :param meti_conn_id: the Airflow connection id
     :param max_workers: concurrent POSTs when creating many sources (default 4)
@@ -150,10 +151,14 @@ class MetiHook(BaseHook):
         *,
         batch_size: int | None = None,
         skip_existing: bool = False,
+        source_fields: Mapping[str, Any] | None = None,
     ) -> list[dict[str, str]]:
         """Register a FeatureCollection; one ``{"id", "alt_id"}`` per feature, in order.
 
         Reports METI's sources as an output to hook lineage once the create succeeded.
+
+        :param source_fields: API v2's descriptive fields for every feature (see
+            ``MetiClient.create_sources``); a feature's ``properties`` may override them
         """
         client = self.get_conn()
         created = client.create_sources(
@@ -161,6 +166,7 @@ class MetiHook(BaseHook):
             batch_size=batch_size,
             max_workers=self.max_workers,
             skip_existing=skip_existing,
+            source_fields=source_fields,
         )
         lineage.report_write(self, client.settings.base_url)
         return created

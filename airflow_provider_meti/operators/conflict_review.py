@@ -21,8 +21,10 @@ from airflow_provider_meti._compat import (
     Context,
     HITLBranchOperator,
 )
+from airflow_provider_meti.conditions import in_conflict
 from airflow_provider_meti.exceptions import MetiNotFoundError
 from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
+from airflow_provider_meti.replies import conflict_with_of
 
 __all__ = [
     "HITL_AVAILABLE",
@@ -48,10 +50,15 @@ DEFAULT_MAX_PARTNERS = 20
 
 @dataclass(frozen=True)
 class ReviewedSource:
-    """What the question shows of one source; ``source`` is None when it cannot be read."""
+    """What the question shows of one source; ``source`` is None when it cannot be read.
+
+    ``unreadable`` marks a partner METI names but our token cannot read (404): on API v2, a
+    source of another account.
+    """
 
     source_id: str
     source: dict[str, Any] | None
+    unreadable: bool = False
 
 
 class MetiConflictReviewOperator(MetiHookMixin, HITLBranchOperator):
@@ -129,12 +136,14 @@ class MetiConflictReviewOperator(MetiHookMixin, HITLBranchOperator):
     def execute(self, context: Context) -> Any:
         """Read the conflict from METI and ask; or follow the wait branch if it is settled."""
         ours = self._read(self.source_id)
-        if ours.source is None or not ours.source.get("conflict"):
+        if ours.source is None or not in_conflict(ours.source):
             state = "is gone" if ours.source is None else "is no longer in conflict"
             self.log.info("Source %s %s: nobody needs to decide", self.source_id, state)
             return self.do_branch(context, self.wait_task_id)
-        partner_ids = [str(i) for i in ours.source.get("conflict_with") or []]
-        partners = [self._read(partner_id) for partner_id in partner_ids[: self.max_partners]]
+        partner_ids = conflict_with_of(ours.source)
+        partners = [
+            self._read(partner_id, partner=True) for partner_id in partner_ids[: self.max_partners]
+        ]
         alt_id = ours.source.get("alt_id") or self.source_id
         self.subject = self.subject or f"METI conflict: {alt_id} ({self.source_id})"
         details = render_review_body(
@@ -174,12 +183,13 @@ class MetiConflictReviewOperator(MetiHookMixin, HITLBranchOperator):
             return task_id
         return str(group.child_id(task_id))
 
-    def _read(self, source_id: str) -> ReviewedSource:
+    def _read(self, source_id: str, *, partner: bool = False) -> ReviewedSource:
         try:
             return ReviewedSource(source_id, self.hook.get_source(source_id))
         except MetiNotFoundError:
-            # Gone, or (API v2) another account's source, which our token cannot read.
-            return ReviewedSource(source_id, None)
+            # A partner METI still names in conflict_with exists: a 404 means (API v2) a
+            # source of another account, which our token cannot read. Ours is simply gone.
+            return ReviewedSource(source_id, None, unreadable=partner)
 
 
 def render_review_body(
@@ -236,7 +246,8 @@ def render_review_body(
 def _row(role: str, reviewed: ReviewedSource) -> str:
     source = reviewed.source
     if source is None:
-        cells = ["(not visible to this account, or deleted)", _code(reviewed.source_id)]
+        what = "a source of another account" if reviewed.unreadable else "(deleted)"
+        cells = [what, _code(reviewed.source_id)]
         return "| " + " | ".join([role, *cells, "", "", "", ""]) + " |"
     cells = [
         role,

@@ -127,11 +127,33 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
         ``.geojson``/``.json`` file. A path found in the DAG folder or ``template_searchpath``
         is rendered as a Jinja template; any other path (e.g. absolute) is read as it is.
     :param batch_size: features per POST (API v1 takes one)
-    :param max_workers: concurrent POSTs (default 4)
+    :param max_workers: concurrent POSTs (default 4); features that overlap in space and
+        time are never sent concurrently
+    :param methodology: (API v2) e.g. ``"Agriculture"``; like every field below, sent with
+        every feature, unless the feature's ``properties`` hold the same name
+    :param source_type: (v2) e.g. ``"FIELD"``
+    :param attribute_type: (v2) a non-empty list, e.g. ``["CARBON_REMOVAL"]``
+    :param geometry_source: (v2) e.g. ``"CUSTODIAN_DRAWN"``
+    :param tags: (v2) a list of strings
+    :param steward_id: (v2) the steward's id
+    :param project_id: (v2) the project's id
+    :param outcome_reporting_year: (v2) an integer such as 2025 (text is refused: render a
+        template as a native object to pass an int)
     :param meti_conn_id: the Airflow connection id
     """
 
-    template_fields: Sequence[str] = ("feature_collection", "meti_conn_id")
+    template_fields: Sequence[str] = (
+        "feature_collection",
+        "methodology",
+        "source_type",
+        "attribute_type",
+        "geometry_source",
+        "tags",
+        "steward_id",
+        "project_id",
+        "outcome_reporting_year",
+        "meti_conn_id",
+    )
     template_ext: Sequence[str] = (".geojson", ".json")
     template_fields_renderers = {"feature_collection": "json"}
 
@@ -141,6 +163,14 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
         feature_collection: Mapping[str, Any] | str | os.PathLike[str],
         batch_size: int | None = None,
         max_workers: int | None = None,
+        methodology: str | None = None,
+        source_type: str | None = None,
+        attribute_type: Sequence[str] | None = None,
+        geometry_source: str | None = None,
+        tags: Sequence[str] | None = None,
+        steward_id: str | None = None,
+        project_id: str | None = None,
+        outcome_reporting_year: int | None = None,
         meti_conn_id: str = MetiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -148,6 +178,14 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
         self.feature_collection = feature_collection
         self.batch_size = batch_size
         self.max_workers = max_workers
+        self.methodology = methodology
+        self.source_type = source_type
+        self.attribute_type = attribute_type
+        self.geometry_source = geometry_source
+        self.tags = tags
+        self.steward_id = steward_id
+        self.project_id = project_id
+        self.outcome_reporting_year = outcome_reporting_year
         self.meti_conn_id = meti_conn_id
         self.created_count: int | None = None  # set by execute, for OpenLineage
 
@@ -199,6 +237,13 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
             return False
         return True
 
+    def source_fields(self) -> dict[str, Any]:
+        """The descriptive fields given (rendered), without the unset ones."""
+        from airflow_provider_meti.source_fields import FIELD_NAMES
+
+        given = {name: getattr(self, name) for name in FIELD_NAMES}
+        return {name: value for name, value in given.items() if value not in (None, "")}
+
     def execute(self, context: Context) -> list[dict[str, str]]:
         """Validate, then create (skipping what an earlier try stored); return the ids."""
         collection = geojson.validated(geojson.load_feature_collection(self.feature_collection))
@@ -210,7 +255,10 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
             self.log.info("Looking up features an earlier try may have stored, to skip them")
         try:
             created = self.hook.create_sources(
-                collection, batch_size=self.batch_size, skip_existing=retrying
+                collection,
+                batch_size=self.batch_size,
+                skip_existing=retrying,
+                source_fields=self.source_fields(),
             )
         except MetiPartialCreateError as error:
             self.log.error(
