@@ -4,8 +4,13 @@ METI's ledger finds conflicts in row triggers that run under READ COMMITTED with
 two overlapping features POSTed in concurrent transactions do not see each other and are both
 stored with ``conflict = false``, while sent one after the other both are flagged. A parallel
 create therefore sends the features of one lane sequentially, and only different lanes at the
-same time. Two features share a lane when their bounding boxes (padded, touching counts) and
-their validity windows overlap, directly or through a chain of other features.
+same time. Two features share a lane when their bounding boxes and their validity windows
+overlap, directly or through a chain of other features.
+
+Boxes that only touch never share a lane: the ledger flags a conflict only where the new
+polygon shrunk inward by 9 m still meets the other one, so a point of the other polygon lies
+9 m inside the new one, and the two boxes overlap with positive area. Fields that touch or lie
+a few metres apart, as farm fields do, therefore still go out in parallel.
 """
 
 from __future__ import annotations
@@ -17,9 +22,8 @@ from typing import Any
 
 from airflow_provider_meti.timestamps import parse_timestamp
 
-PAD_DEGREES = 1e-4
-"""Padding of every bounding box, about 11 m of latitude: wider than METI's 9 m threshold, so
-neighbours the ledger may still flag are never sent concurrently."""
+MIN_CELL_DEGREES = 1e-6
+"""Smallest grid cell, so that a create of degenerate (zero-width) boxes still hashes."""
 MAX_CELLS_PER_FEATURE = 4096
 """A feature covering more grid cells than this is compared with every feature instead."""
 
@@ -29,7 +33,7 @@ Box = tuple[float, float, float, float]
 def overlap_lanes(features: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     """Indexes of ``features`` grouped so that overlapping features share a group.
 
-    Features whose padded bounding boxes (over all parts) and ``[start_at, end_at)`` windows
+    Features whose bounding boxes (over all parts) and ``[start_at, end_at)`` windows
     both overlap end up in the same group, and so does every chain of such features. Groups
     come in order of their first index, each sorted. Boxes are hashed on a grid sized after
     the median feature, so 100,000 scattered fields take about as long as sorting them.
@@ -38,7 +42,7 @@ def overlap_lanes(features: Sequence[Mapping[str, Any]]) -> list[list[int]]:
         ``end_at``)
     :raises ValueError: a feature has no readable geometry or window
     """
-    boxes = [_padded_box(index, feature) for index, feature in enumerate(features)]
+    boxes = [_bounding_box(index, feature) for index, feature in enumerate(features)]
     parsed: dict[Any, datetime] = {}  # a create's windows repeat: parse each text once
     windows = [_window(index, feature, parsed) for index, feature in enumerate(features)]
     parent = list(range(len(features)))
@@ -81,7 +85,7 @@ def overlap_lanes(features: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _padded_box(index: int, feature: Mapping[str, Any]) -> Box:
+def _bounding_box(index: int, feature: Mapping[str, Any]) -> Box:
     try:
         geometry = feature["geometry"]
         polygons = (
@@ -91,10 +95,9 @@ def _padded_box(index: int, feature: Mapping[str, Any]) -> Box:
         )
         xs = [float(p[0]) for rings in polygons for ring in rings for p in ring]
         ys = [float(p[1]) for rings in polygons for ring in rings for p in ring]
-        box = (min(xs), min(ys), max(xs), max(ys))
+        return (min(xs), min(ys), max(xs), max(ys))
     except (KeyError, TypeError, IndexError, ValueError):
         raise ValueError(f"feature {index} has no readable Polygon or MultiPolygon") from None
-    return (box[0] - PAD_DEGREES, box[1] - PAD_DEGREES, box[2] + PAD_DEGREES, box[3] + PAD_DEGREES)
 
 
 def _window(
@@ -112,7 +115,7 @@ def _window(
 
 
 def _boxes_meet(a: Box, b: Box) -> bool:
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _cell_size(boxes: Sequence[Box]) -> float:
@@ -120,7 +123,7 @@ def _cell_size(boxes: Sequence[Box]) -> float:
         return 1.0
     sizes = sorted(max(box[2] - box[0], box[3] - box[1]) for box in boxes)
     # Twice the median: most boxes then cover one to four cells, and a cell holds few boxes.
-    return max(2 * sizes[len(sizes) // 2], PAD_DEGREES)
+    return max(2 * sizes[len(sizes) // 2], MIN_CELL_DEGREES)
 
 
 def _cells(box: Box, cell: float) -> Iterator[tuple[int, int]] | None:

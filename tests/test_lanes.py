@@ -36,16 +36,20 @@ def test_overlapping_fields_share_a_lane():
     assert overlap_lanes([field(0, 0), field(5, 5), field(0.0005, 0.0005)]) == [[0, 2], [1]]
 
 
-def test_touching_fields_share_a_lane():
-    assert overlap_lanes([field(0, 0), field(0.001, 0)]) == [[0, 1]]
+def test_touching_fields_go_out_in_parallel():
+    # The ledger needs the new polygon shrunk by 9 m to meet the other: touching never does.
+    assert overlap_lanes([field(0, 0), field(0.001, 0)]) == [[0], [1]]
 
 
-def test_neighbours_9_m_apart_share_a_lane_and_50_m_apart_do_not():
-    # 1e-4 degrees of latitude is about 11 m: the padding covers METI's 9 m threshold.
-    gap_9_m = 9 / 111_320
-    gap_50_m = 50 / 111_320
-    assert overlap_lanes([field(0, 0), field(0, 0.001 + gap_9_m)]) == [[0, 1]]
-    assert overlap_lanes([field(0, 0), field(0, 0.001 + gap_50_m)]) == [[0], [1]]
+def test_fields_overlapping_by_a_sliver_share_a_lane():
+    # Even 10 cm of overlap: the lane does not guess where the ledger's threshold falls.
+    sliver = 0.1 / 111_320
+    assert overlap_lanes([field(0, 0), field(0, 0.001 - sliver)]) == [[0, 1]]
+
+
+def test_neighbours_5_m_apart_go_out_in_parallel():
+    gap_5_m = 5 / 111_320
+    assert overlap_lanes([field(0, 0), field(0, 0.001 + gap_5_m)]) == [[0], [1]]
 
 
 def test_a_chain_of_overlaps_is_one_lane():
@@ -136,7 +140,7 @@ def _lanes_by_every_pair(features: list[dict[str, Any]]) -> list[list[int]]:
     def box(feature: dict[str, Any]) -> tuple[float, float, float, float]:
         ring = feature["geometry"]["coordinates"][0]
         xs, ys = [p[0] for p in ring], [p[1] for p in ring]
-        return min(xs) - 1e-4, min(ys) - 1e-4, max(xs) + 1e-4, max(ys) + 1e-4
+        return min(xs), min(ys), max(xs), max(ys)
 
     boxes = [box(f) for f in features]
     windows = [
@@ -147,7 +151,7 @@ def _lanes_by_every_pair(features: list[dict[str, Any]]) -> list[list[int]]:
     for a in range(len(features)):
         for b in range(a):
             (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a], boxes[b]
-            meet = ax0 <= bx1 and bx0 <= ax1 and ay0 <= by1 and by0 <= ay1
+            meet = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
             if meet and windows[a][0] < windows[b][1] and windows[b][0] < windows[a][1]:
                 old, new = max(lane_of[a], lane_of[b]), min(lane_of[a], lane_of[b])
                 lane_of = [new if lane == old else lane for lane in lane_of]
