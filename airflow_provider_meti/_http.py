@@ -233,6 +233,24 @@ def _forms_of(secret: str) -> list[str]:
     return sorted({form for form in forms if form}, key=len, reverse=True)
 
 
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 30  # as requests
+
+
+def redirect_refusal(url: str, target: str, status: int) -> str | None:
+    """Why a redirect from ``url`` to ``target`` is not followed, or None when it may be.
+
+    A redirect to another scheme, host or port would carry the request (and its body) there.
+    """
+    if origin(target) == origin(url):
+        return None
+    shown = "{}://{}:{}".format(*origin(target))
+    return (
+        f"refused to follow a redirect (HTTP {status}) to another host, {shown}; only "
+        "redirects within the METI base URL's host are followed"
+    )
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     """Scheme, host and port of ``url``: what must not change across a redirect."""
     parts = urlsplit(url)

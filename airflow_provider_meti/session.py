@@ -8,19 +8,12 @@ import requests
 import requests.auth
 from requests.adapters import HTTPAdapter
 
-from airflow_provider_meti._http import origin
-
-
-class RedirectRefused(requests.exceptions.RequestException):
-    """The API redirected a request to another scheme, host or port."""
-
 
 class MetiSession(requests.Session):
-    """A session that follows redirects only within one origin, and whose own ``verify``
-    (False or a CA bundle path) beats the environment.
+    """A session whose own ``verify`` (False or a CA bundle path) beats the environment.
 
-    A redirect to another host would carry the request (and its body) there; requests drops
-    the bearer header on the way, but the request still goes out. So it is refused.
+    It never follows redirects itself: the transport follows those within the origin, under
+    the request's one timeout (see ``transport.Transport._exchange``).
 
     With ``trust_env`` (kept for proxy settings) requests lets ``REQUESTS_CA_BUNDLE`` or
     ``CURL_CA_BUNDLE`` replace a session's CA bundle, which would silently ignore the
@@ -34,19 +27,6 @@ class MetiSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._environment_by_origin: dict[str, Any] = {}
-
-    def rebuild_auth(
-        self, prepared_request: requests.PreparedRequest, response: requests.Response
-    ) -> None:
-        # Called for every redirect before it is followed: the one place to refuse it.
-        target, source = str(prepared_request.url), str(response.request.url)
-        if origin(target) != origin(source):
-            shown = "{}://{}:{}".format(*origin(target))
-            raise RedirectRefused(
-                f"refused to follow a redirect (HTTP {response.status_code}) to another host, "
-                f"{shown}; only redirects within the METI base URL's host are followed"
-            )
-        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
         if proxies or verify is not None or cert is not None:

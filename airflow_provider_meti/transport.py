@@ -18,12 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 
 from airflow_provider_meti._http import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     Reply,
     check_base_url,
     content_summary,
@@ -32,6 +34,7 @@ from airflow_provider_meti._http import (
     missing_scope,
     redact,
     redacted_details,
+    redirect_refusal,
     retry_after_seconds,
 )
 from airflow_provider_meti.auth import IssuedToken, TokenManager, TokenSource, token_payload
@@ -42,7 +45,7 @@ from airflow_provider_meti.exceptions import (
     MetiNotFoundError,
 )
 from airflow_provider_meti.retries import CallBudget, is_retryable, may_have_been_processed
-from airflow_provider_meti.session import BearerAuth, RedirectRefused, new_session
+from airflow_provider_meti.session import BearerAuth, new_session
 from airflow_provider_meti.settings import ClientSettings
 
 _fast_decode: Callable[[bytes], Any] | None
@@ -226,17 +229,48 @@ class Transport:
         shown_path: str,
         **arguments: Any,
     ) -> requests.Response:
-        """Pass the gate, send once and read the whole reply within ``timeout`` seconds."""
+        """Pass the gate, send once and read the whole reply within ``timeout`` seconds.
+
+        Redirects within the origin are followed here, not by requests, so that every hop
+        shares the one ``timeout``, as in the asyncio transport.
+        """
         budget.admit(name)
-        timeout = self._timeout
-        ends = time.monotonic() + timeout
+        ends = time.monotonic() + self._timeout
+        follow = arguments.pop("allow_redirects", True)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._exchange_once(method, url, ends, shown_path, **arguments)
+            location = response.headers.get("Location")
+            if not follow or response.status_code not in REDIRECT_STATUSES or not location:
+                return response
+            target = urljoin(url, location)
+            refusal = redirect_refusal(url, target, response.status_code)
+            if refusal is not None:
+                raise MetiApiError(refusal, method=method, path=shown_path.split("?")[0])
+            url = target
+            arguments.pop("params", None)  # the Location carries the query
+            if response.status_code in (301, 302, 303) and method != "HEAD":
+                method = "GET"  # what browsers and requests do
+                arguments.pop("json", None)
+        raise MetiApiError(
+            f"request failed: more than {MAX_REDIRECTS} redirects",
+            method=method,
+            path=shown_path.split("?")[0],
+        )
+
+    def _exchange_once(
+        self, method: str, url: str, ends: float, shown_path: str, **arguments: Any
+    ) -> requests.Response:
+        """One HTTP exchange, the reply read whole before ``ends``."""
+        left = max(ends - time.monotonic(), 0.001)
+        connect = min(left, self._timeout)
         response: requests.Response = self._guard_network(
             lambda: self._session.request(
                 method,
                 url,
-                # total: connecting and waiting for the headers share one timeout.
-                timeout=urllib3.Timeout(total=timeout, connect=timeout, read=timeout),  # type: ignore[arg-type]
+                # total: connecting and waiting for the headers share what is left.
+                timeout=urllib3.Timeout(total=left, connect=connect, read=left),  # type: ignore[arg-type]
                 stream=True,
+                allow_redirects=False,
                 **arguments,
             ),
             method,
@@ -276,8 +310,6 @@ class Transport:
                 path=path,
                 request_sent=True,
             ) from None
-        except RedirectRefused as error:
-            raise MetiApiError(str(error), method=method, path=path) from None
         except requests.exceptions.SSLError as error:
             raise MetiApiError(
                 f"TLS verification failed: {_root_cause(error)}", method=method, path=path

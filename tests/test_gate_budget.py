@@ -267,3 +267,50 @@ def test_inside_a_run_a_replay_counts_as_the_same_request():
     with pytest.raises(MetiConnectionError):
         budget.run("GET /a", call)
     assert sends == ["first", "replay"]  # max_retries=1: two sendings in all, no retry
+
+
+def redirecting_slowly(hops: int) -> Callable[[Scripted], None]:
+    """A token at once; each GET answered after 0.8 s with a redirect to the next, ``hops``
+    times, then the source."""
+
+    def script(request: Scripted) -> None:
+        if request.command == "POST":
+            request.reply_json(200, {"token": "tok-redirect", "expires_in": 3600})
+            return
+        hop = int(request.path.rsplit("hop=", 1)[-1]) if "hop=" in request.path else 0
+        try:
+            time.sleep(0.8)
+            if hop < hops:
+                request.send_response(302)
+                request.send_header("Location", f"/sources/?id={SOURCE}&hop={hop + 1}")
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+            else:
+                request.reply_json(200, {"id": SOURCE})
+        except OSError:
+            pass
+
+    return script
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_redirects_share_the_request_timeout(scripted, get_source):
+    server = scripted(redirecting_slowly(hops=4))
+    settings, auth = settings_for(url_of(server), max_retries=0, max_retry_time=1, timeout=1)
+
+    with pytest.raises(MetiConnectionError, match="no complete response within 1"):
+        get_source(settings, auth)
+
+    # Each hop takes 0.8 s: within one 1 s timeout the second hop cannot end and a third
+    # cannot start (each hop with a timeout of its own would have followed all four).
+    assert server.seen["GET /sources/"] <= 2
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_a_redirect_within_the_origin_is_followed(scripted, get_source):
+    server = scripted(redirecting_slowly(hops=1))
+    settings, auth = settings_for(url_of(server), max_retries=0, timeout=5)
+
+    get_source(settings, auth)
+
+    assert server.seen["GET /sources/"] == 2

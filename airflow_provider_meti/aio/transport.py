@@ -16,7 +16,14 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from airflow_provider_meti._http import ReadReply, check_base_url, join_url, origin
+from airflow_provider_meti._http import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    ReadReply,
+    check_base_url,
+    join_url,
+    redirect_refusal,
+)
 from airflow_provider_meti._http import redact as redact_secrets
 from airflow_provider_meti.aio.session import new_session, proxy_for
 from airflow_provider_meti.aio.tokens import AsyncTokenManager
@@ -25,9 +32,6 @@ from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
 from airflow_provider_meti.retries import AsyncCallBudget
 from airflow_provider_meti.settings import ClientSettings
 from airflow_provider_meti.transport import json_body, raise_for_reply, request_name, retry_rule
-
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_REDIRECTS = 30  # as requests
 
 
 class AsyncTransport:
@@ -184,16 +188,11 @@ class AsyncTransport:
 
     @staticmethod
     def _redirect_target(url: str, location: str, status: int, method: str, path: str) -> str:
-        """Where a redirect leads, if it stays within the origin (as the sync session)."""
+        """Where a redirect leads, if it stays within the origin (as the sync transport)."""
         target = urljoin(url, location)
-        if origin(target) != origin(url):
-            shown = "{}://{}:{}".format(*origin(target))
-            raise MetiApiError(
-                f"refused to follow a redirect (HTTP {status}) to another host, {shown}; only "
-                "redirects within the METI base URL's host are followed",
-                method=method,
-                path=path.split("?")[0],
-            )
+        refusal = redirect_refusal(url, target, status)
+        if refusal is not None:
+            raise MetiApiError(refusal, method=method, path=path.split("?")[0])
         return target
 
     async def _exchange(
