@@ -289,13 +289,6 @@ class Transport:
         path = endpoint.split("?")[0]
         try:
             return call()
-        except _BodyTimeout:
-            raise MetiConnectionError(
-                f"no complete response within {self._timeout} s",
-                method=method,
-                path=path,
-                request_sent=True,
-            ) from None
         except requests.exceptions.ConnectTimeout:
             raise MetiConnectionError(
                 f"timed out connecting after {self._timeout} s",
@@ -303,7 +296,7 @@ class Transport:
                 path=path,
                 request_sent=False,
             ) from None
-        except requests.exceptions.Timeout:
+        except (_BodyTimeout, requests.exceptions.Timeout):
             raise MetiConnectionError(
                 f"no complete response within {self._timeout} s",
                 method=method,

@@ -14,7 +14,7 @@ def test_hooks_with_and_without_max_workers_share_one_token(
     meti_connection, emulator, meti_api_version
 ):
     meti_connection()
-    hooks = [MetiHook(), MetiHook(max_workers=8)] * 3
+    hooks = [MetiHook(max_workers=workers) for workers in (None, 8, None, 8, 2, None)]
 
     for hook in hooks:
         hook.get_token()
