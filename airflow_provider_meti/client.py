@@ -215,15 +215,21 @@ class MetiClient:
     def _fields_by_alt_id(
         self, features: Sequence[Mapping[str, Any]], source_fields: Mapping[str, Any] | None
     ) -> dict[str, SourceFields]:
-        """Each feature's effective descriptive fields; refused on v1 before any request."""
+        """Each feature's effective descriptive fields; refused on v1 before any request.
+
+        v1 has no descriptive fields: given ones are refused, while a feature's properties
+        travel inside the collection as they always did (and are not read as fields).
+        """
         defaults = checked_fields(source_fields)
+        if not self.api.takes_source_fields:
+            if defaults:
+                raise MetiConfigError(
+                    f"METI API v{self.api.number} has no descriptive source fields "
+                    f"({', '.join(sorted(defaults))}); use an API v2 connection or leave "
+                    "them unset."
+                )
+            return {feature["id"]: {} for feature in features}
         effective = fields_of_features(features, defaults)
-        if not self.api.takes_source_fields and any(effective):
-            named = sorted({name for item in effective for name in item})
-            raise MetiConfigError(
-                f"METI API v{self.api.number} has no descriptive source fields "
-                f"({', '.join(named)}); use an API v2 connection or leave them unset."
-            )
         return {feature["id"]: item for feature, item in zip(features, effective, strict=True)}
 
     @staticmethod

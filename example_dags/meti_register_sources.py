@@ -2,9 +2,11 @@
 ### Register field boundaries with METI, then wait until their conflicts are resolved
 
 1. **register_fields** sends `data/fields.geojson` (twelve field boundaries near Lubbock,
-   Texas) to METI. Every feature is validated first; nothing is sent if any is invalid. A retry
-   of the task does not store duplicates: features already in METI are looked up by their
-   `id` (METI's `alt_id`) before anything is re-sent.
+   Texas; `FIELD-012` is a MultiPolygon of two parts) to METI. Every feature is validated
+   first; nothing is sent if any is invalid. A retry of the task does not store duplicates:
+   features already in METI are looked up by their `id` (METI's `alt_id`) before anything is
+   re-sent. On a METI API v2 connection it also sends the descriptive fields `methodology`,
+   `steward_id` and `project_id` (v1 has none, so they are left unset there).
 2. **report_conflicts** reads each new source back and returns a small summary,
    `{"registered": 12, "conflicts": [...]}`. Two of the sample fields (`FIELD-007` and
    `FIELD-008`) overlap by about 140 m, so METI flags both.
@@ -20,8 +22,9 @@ The demo (`scripts/demo.sh`) plays the other grower and deletes one of the two o
 sources in the local emulator a few seconds after the sensor starts waiting.
 
 **Params:** `meti_conn_id` (the Airflow connection), `fields_file` (the FeatureCollection
-to register; default the sample above), `poke_interval` (seconds between checks),
-`sensor_timeout` (seconds before the sensor gives up).
+to register; default the sample above), `methodology`, `steward_id`, `project_id` (sent on
+API v2 only), `poke_interval` (seconds between checks), `sensor_timeout` (seconds before the
+sensor gives up).
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
 }
+
+
+def v2_only(meti_conn_id: str, value: str) -> str:
+    """``value`` when the connection speaks METI API v2, else ``""`` (an unset field).
+
+    A template macro: it reads the connection when the task renders, not at parse time.
+    """
+    from airflow_provider_meti.hooks.meti import client_settings_from_connection
+
+    settings = client_settings_from_connection(MetiHook.get_connection(meti_conn_id))
+    return value if settings.api.takes_source_fields else ""
 
 
 @task
@@ -104,11 +118,15 @@ def sensors_for_conflicts(summary: dict[str, Any], **context: Any) -> list[dict[
     catchup=False,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
+    user_defined_macros={"v2_only": v2_only},
     params={
         "meti_conn_id": Param("meti_default", type="string", description="METI connection id"),
         "fields_file": Param(
             str(FIELDS_FILE), type="string", description="GeoJSON FeatureCollection to register"
         ),
+        "methodology": Param("Agriculture", type="string", description="v2: methodology"),
+        "steward_id": Param("Caprock-Growers", type="string", description="v2: steward id"),
+        "project_id": Param("LBK-2025", type="string", description="v2: project id"),
         "poke_interval": Param(
             5, type="number", minimum=1, description="Seconds between conflict checks"
         ),
@@ -124,6 +142,9 @@ def meti_register_sources() -> None:
         task_id="register_fields",
         meti_conn_id="{{ params.meti_conn_id }}",
         feature_collection="{{ params.fields_file }}",
+        methodology="{{ v2_only(params.meti_conn_id, params.methodology) }}",
+        steward_id="{{ v2_only(params.meti_conn_id, params.steward_id) }}",
+        project_id="{{ v2_only(params.meti_conn_id, params.project_id) }}",
     )
     # [END howto_operator_meti_create_sources]
     summary = report_conflicts(register.output, meti_conn_id="{{ params.meti_conn_id }}")
