@@ -98,7 +98,17 @@ class MetiSourceTrigger(BaseTrigger):
 
     async def _poll(self, client: AsyncMetiClient) -> dict[str, Any]:
         while True:
-            outcome = await self._check(client)
+            remaining = self._remaining()
+            if remaining is None:
+                outcome = await self._check(client)
+            else:
+                # The timeout holds while a check waits too (a token endpoint that is down,
+                # a slow reply): cancelling a check cancels its request and hands any token
+                # renewal it started to the next caller.
+                try:
+                    outcome = await asyncio.wait_for(self._check(client), max(remaining, 0))
+                except asyncio.TimeoutError:
+                    return self._timeout(unfinished_check=True)
             if outcome is not None:
                 return outcome
             remaining = self._remaining()
@@ -139,14 +149,18 @@ class MetiSourceTrigger(BaseTrigger):
             "source": source,
         }
 
-    def _timeout(self) -> dict[str, Any]:
-        return {
-            "status": "timeout",
-            "message": (
+    def _timeout(self, *, unfinished_check: bool = False) -> dict[str, Any]:
+        if unfinished_check:
+            message = (
+                f"The sensor's timeout ran out while source {self.source_id} was being "
+                f"checked; it was not seen {self._condition_text()}."
+            )
+        else:
+            message = (
                 f"Source {self.source_id} was still not {self._condition_text()} when the "
                 "sensor's timeout ran out."
-            ),
-        }
+            )
+        return {"status": "timeout", "message": message}
 
     def _error(self, error: BaseException) -> dict[str, Any]:
         return {

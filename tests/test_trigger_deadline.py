@@ -1,0 +1,59 @@
+"""A deferred sensor's timeout holds while a check is waiting (#25.6): a token endpoint
+that never answers cannot keep a trigger past its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+from airflow_provider_meti.triggers.meti import MetiSourceTrigger
+from tests.test_gate_budget import SOURCE, scripted, url_of  # noqa: F401
+
+TRIGGERS = 40
+
+
+def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch):  # noqa: F811
+    release = threading.Event()
+
+    def hang(request) -> None:
+        release.wait(120)
+        request.reply_json(503, {"message": "token service down"})
+
+    server = scripted(hang)
+    connection = {
+        "conn_type": "meti",
+        "host": url_of(server),
+        "login": "a@b.c",
+        "password": "pw-trigger-deadline",
+        # A budget far longer than the sensor's timeout: only the deadline can end the wait.
+        "extra": {"timeout": 100, "max_retry_time": 300},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_METI_HANGING", json.dumps(connection))
+    deadline = time.time() + 1
+
+    async def main() -> list[dict]:
+        triggers = [
+            MetiSourceTrigger(
+                meti_conn_id="meti_hanging", source_id=SOURCE, poll_interval=5, deadline=deadline
+            )
+            for _ in range(TRIGGERS)
+        ]
+
+        async def first_event(trigger: MetiSourceTrigger) -> dict:
+            async for event in trigger.run():
+                return event.payload
+            raise AssertionError("no event")
+
+        # Far below the 100 s request timeout the triggers used to wait out.
+        return await asyncio.wait_for(asyncio.gather(*map(first_event, triggers)), 60)
+
+    try:
+        events = asyncio.run(main())
+    finally:
+        release.set()
+
+    assert [event["status"] for event in events] == ["timeout"] * TRIGGERS
+    assert all("while source" in event["message"] for event in events)
+    assert server.seen["POST /token"] == 1  # one renewal, shared by every trigger
