@@ -166,3 +166,29 @@ def test_a_lost_v2_answer_is_looked_up_by_alt_id_not_by_a_scan(meti):
     assert [item["alt_id"] for item in created] == ["L0", "L1"]
     assert meti.stats()["requests"]["GET /sources"] == 2  # one filtered GET per alt_id
     assert posts(meti) == 1
+
+
+class Connection:
+    """Just the fields ``settings_from_connection`` reads."""
+
+    def __init__(self, **extra: Any) -> None:
+        self.host, self.port, self.schema = "https://api.millpont.com", None, None
+        self.login, self.password = "client", "secret"
+        self.extra_dejson = {"api_version": 2, "token_url": "https://t.test/oauth/token", **extra}
+
+
+def test_the_sandbox_and_scope_extras_reach_routes_and_token_request():
+    from airflow_provider_meti.connection import settings_from_connection
+
+    parts = settings_from_connection(
+        Connection(sandbox="true", scope=" read:sources  write:sources")
+    )
+    assert parts.api.sandbox and parts.api.sources_path == "/sandbox/sources"
+    assert (
+        parts.api.source_route("sandbox_" + "a" * 32)[0] == "/sandbox/sources/sandbox_" + "a" * 32
+    )
+    assert parts.token_source().request_body()["scope"] == "read:sources write:sources"
+    plain = settings_from_connection(Connection())
+    assert not plain.api.sandbox and "scope" not in plain.token_source().request_body()
+    with pytest.raises(MetiConfigError, match="'scope' must be a string"):
+        settings_from_connection(Connection(scope=["read:sources"]))
