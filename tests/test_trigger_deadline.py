@@ -55,5 +55,5 @@ def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch)
         release.set()
 
     assert [event["status"] for event in events] == ["timeout"] * TRIGGERS
-    assert all("while source" in event["message"] for event in events)
+    assert all("before METI answered" in event["message"] for event in events)
     assert server.seen["POST /token"] == 1  # one renewal, shared by every trigger

@@ -97,6 +97,7 @@ class MetiSourceTrigger(BaseTrigger):
         return settings_from_connection(connection, extras=extras)
 
     async def _poll(self, client: AsyncMetiClient) -> dict[str, Any]:
+        answered = False  # whether any check got METI's answer
         while True:
             remaining = self._remaining()
             if remaining is None:
@@ -108,9 +109,10 @@ class MetiSourceTrigger(BaseTrigger):
                 try:
                     outcome = await asyncio.wait_for(self._check(client), max(remaining, 0))
                 except asyncio.TimeoutError:
-                    return self._timeout(unfinished_check=True)
+                    return self._timeout(unanswered=not answered)
             if outcome is not None:
                 return outcome
+            answered = answered or self._answered
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 return self._timeout()
@@ -118,7 +120,11 @@ class MetiSourceTrigger(BaseTrigger):
             await asyncio.sleep(delay)
 
     async def _check(self, client: AsyncMetiClient) -> dict[str, Any] | None:
-        """The final event when this check ends the wait, None to keep polling."""
+        """The final event when this check ends the wait, None to keep polling.
+
+        Sets ``_answered`` when METI answered (the condition does not hold yet).
+        """
+        self._answered = False
         try:
             done, source = await acheck_source(client.get_source, self.source_id, self.wait_for)
         except MetiApiError as error:
@@ -133,6 +139,7 @@ class MetiSourceTrigger(BaseTrigger):
             return self._error(error)
         if done:
             return self._success(source)
+        self._answered = True
         self.log.info("Source %s: not %s yet", self.source_id, self._condition_text())
         return None
 
@@ -149,11 +156,11 @@ class MetiSourceTrigger(BaseTrigger):
             "source": source,
         }
 
-    def _timeout(self, *, unfinished_check: bool = False) -> dict[str, Any]:
-        if unfinished_check:
+    def _timeout(self, *, unanswered: bool = False) -> dict[str, Any]:
+        if unanswered:
             message = (
-                f"The sensor's timeout ran out while source {self.source_id} was being "
-                f"checked; it was not seen {self._condition_text()}."
+                f"The sensor's timeout ran out before METI answered a check of source "
+                f"{self.source_id}."
             )
         else:
             message = (
