@@ -9,6 +9,10 @@ from pathlib import Path
 os.environ.setdefault(
     "AIRFLOW_HOME", str(Path(__file__).resolve().parent.parent / ".airflow" / "pytest-home")
 )
+# Under pytest-xdist each worker gets a home (and SQLite database) of its own: two processes
+# migrating or writing one SQLite file lock each other out.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["AIRFLOW_HOME"] += "-" + os.environ["PYTEST_XDIST_WORKER"]
 
 import json
 from collections.abc import Callable, Iterator
