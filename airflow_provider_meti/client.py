@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 # scan of the account's listing, in the largest pages the API serves; v2 documents the filter,
 # so it is one filtered GET per feature.
 LOOKUP_PAGE_SIZE = 1000
+# Beyond this many features (a re-run's skip_existing over a large collection), one scan of
+# the listing costs fewer requests than one filtered GET per feature.
+FILTERED_LOOKUP_MAX = 100
 
 
 class MetiClient:
@@ -310,7 +313,7 @@ class MetiClient:
     def _look_up(
         self, features: Sequence[Mapping[str, Any]], budget_for_page: Callable[[], CallBudget]
     ) -> tuple[dict[str, dict[str, str]], list[str]]:
-        if not self.api.can_filter_by_alt_id:
+        if not self.api.can_filter_by_alt_id or len(features) > FILTERED_LOOKUP_MAX:
             return find_stored(features, self._pages({}, LOOKUP_PAGE_SIZE, budget_for_page))
         existing: dict[str, dict[str, str]] = {}
         unconfirmed: list[str] = []
