@@ -65,10 +65,15 @@ def write_fields(sample: Path, target_dir: Path, index: int) -> tuple[Path, list
     collection = json.loads(sample.read_text())
     for feature in collection["features"]:
         feature["id"] = f"R{index}-{feature['id']}"
-        feature["geometry"]["coordinates"] = [
-            [[lon, lat + index * LATITUDE_STEP] for lon, lat in ring]
-            for ring in feature["geometry"]["coordinates"]
+        geometry = feature["geometry"]
+        polygons = geometry["coordinates"]
+        if geometry["type"] == "Polygon":
+            polygons = [polygons]
+        moved = [
+            [[[lon, lat + index * LATITUDE_STEP] for lon, lat in ring] for ring in polygon]
+            for polygon in polygons
         ]
+        geometry["coordinates"] = moved[0] if geometry["type"] == "Polygon" else moved
     target_dir.mkdir(parents=True, exist_ok=True)
     path = target_dir / f"fields-r{index}.geojson"
     path.write_text(json.dumps(collection))
