@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
+from airflow_provider_meti.lanes import Groups
 from airflow_provider_meti.replies import same_window, shows_compared_fields
 from airflow_provider_meti.retries import (
     CallBudget,
@@ -189,26 +190,13 @@ def lanes_of_batches(
     :param batches: the batches of one create, in the order they are to be sent
     :param lane_of_feature: each feature's overlap lane, by ``alt_id``
     """
-    parent = list(range(len(batches)))
-
-    def root(index: int) -> int:
-        while parent[index] != index:
-            parent[index] = parent[parent[index]]
-            index = parent[index]
-        return index
-
+    groups = Groups(len(batches))
     first_batch_of_lane: dict[int, int] = {}
     for index, batch in enumerate(batches):
         for feature in batch.features:
             lane = lane_of_feature[feature["id"]]
-            other = first_batch_of_lane.setdefault(lane, index)
-            a, b = root(index), root(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    grouped: dict[int, list[Batch]] = {}
-    for index, batch in enumerate(batches):
-        grouped.setdefault(root(index), []).append(batch)
-    return list(grouped.values())
+            groups.join(index, first_batch_of_lane.setdefault(lane, index))
+    return [[batches[index] for index in group] for group in groups.groups()]
 
 
 def partial_error(

@@ -45,21 +45,14 @@ def overlap_lanes(features: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     boxes = [_bounding_box(index, feature) for index, feature in enumerate(features)]
     parsed: dict[Any, datetime] = {}  # a create's windows repeat: parse each text once
     windows = [_window(index, feature, parsed) for index, feature in enumerate(features)]
-    parent = list(range(len(features)))
-
-    def root(index: int) -> int:
-        while parent[index] != index:
-            parent[index] = parent[parent[index]]
-            index = parent[index]
-        return index
+    lanes = Groups(len(features))
 
     def join_if_overlapping(a: int, b: int) -> None:
-        root_a, root_b = root(a), root(b)
-        if root_a == root_b or not _boxes_meet(boxes[a], boxes[b]):
+        if lanes.together(a, b) or not _boxes_meet(boxes[a], boxes[b]):
             return
         (start_a, end_a), (start_b, end_b) = windows[a], windows[b]
         if start_a < end_b and start_b < end_a:
-            parent[max(root_a, root_b)] = min(root_a, root_b)
+            lanes.join(a, b)
 
     cell = _cell_size(boxes)
     grid: dict[tuple[int, int], list[int]] = {}
@@ -79,10 +72,41 @@ def overlap_lanes(features: Sequence[Mapping[str, Any]]) -> list[list[int]]:
             if other != index:
                 join_if_overlapping(index, other)
 
-    groups: dict[int, list[int]] = {}
-    for index in range(len(features)):
-        groups.setdefault(root(index), []).append(index)
-    return list(groups.values())
+    return lanes.groups()
+
+
+class Groups:
+    """Indexes ``0 .. count - 1`` joined into groups (union-find).
+
+    :param count: how many indexes there are
+    """
+
+    def __init__(self, count: int) -> None:
+        self._parent = list(range(count))
+
+    def _root(self, index: int) -> int:
+        parent = self._parent
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    def together(self, a: int, b: int) -> bool:
+        """Whether ``a`` and ``b`` are in one group."""
+        return self._root(a) == self._root(b)
+
+    def join(self, a: int, b: int) -> None:
+        """Put the groups of ``a`` and ``b`` together."""
+        root_a, root_b = self._root(a), self._root(b)
+        if root_a != root_b:
+            self._parent[max(root_a, root_b)] = min(root_a, root_b)
+
+    def groups(self) -> list[list[int]]:
+        """Every group, in order of its first index, each sorted."""
+        grouped: dict[int, list[int]] = {}
+        for index in range(len(self._parent)):
+            grouped.setdefault(self._root(index), []).append(index)
+        return list(grouped.values())
 
 
 def _bounding_box(index: int, feature: Mapping[str, Any]) -> Box:
