@@ -138,7 +138,7 @@ class MetiClient:
         self, query: Mapping[str, Any], page_size: int, budget_for_page: Callable[[], CallBudget]
     ) -> Iterator[list[dict[str, Any]]]:
         offset = 0
-        previous_first_id = None
+        previous_first: dict[str, Any] | None = None
         path = self.api.sources_path
         while True:
             params = {**query, "limit": page_size, "offset": offset}
@@ -146,8 +146,10 @@ class MetiClient:
             page, total = unwrap_page(
                 self._transport.request("GET", path, budget_for_page(), params=params)
             )
-            first_id, count = (page[0].get("id") if page else None), len(page)
-            if first_id is not None and first_id == previous_first_id:
+            # Paging goes on past short pages, so a server that ignores 'offset' must be caught
+            # by what it repeats: the whole first source, as sources may lack an 'id'.
+            first, count = (page[0] if page else None), len(page)
+            if first is not None and first == previous_first:
                 raise MetiApiError(
                     f"the server returned the same page for offset {offset} as for the one "
                     "before: it seems to ignore 'offset'",
@@ -156,7 +158,7 @@ class MetiClient:
                 )
             if page:
                 yield page
-                previous_first_id = first_id
+                previous_first = first
             # Let go of this page before asking for the next: one page in memory, not two.
             del page
             offset += count

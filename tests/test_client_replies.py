@@ -142,6 +142,21 @@ def test_listing_that_ignores_offset_is_detected():
 
 
 @responses.activate
+@pytest.mark.parametrize(
+    "page",
+    [[{"alt_id": "A"}], [{"id": "src_1"}, {"id": "src_2"}]],
+    ids=["sources-without-ids", "a-short-page"],
+)
+def test_a_listing_that_ignores_offset_ends_even_on_short_pages_or_without_ids(page):
+    # Paging goes on past short pages (a server may cap 'limit'), so the repeat must end it.
+    token_reply(token="tok-123456", expires_in=3600)
+    responses.add(responses.GET, f"{BASE}/sources", json=page)
+    with pytest.raises(MetiApiError, match="ignore 'offset'"):
+        list(make_client().iter_sources(page_size=10))
+    assert len([c for c in responses.calls if c.request.method == "GET"]) == 2
+
+
+@responses.activate
 def test_every_request_carries_a_timeout():
     token_reply(token="tok-123456", expires_in=3600)
     responses.add(responses.GET, f"{BASE}/sources/", json={"id": "src_1"})

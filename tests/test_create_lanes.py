@@ -18,6 +18,7 @@ from airflow_provider_meti.exceptions import MetiPartialCreateError
 from airflow_provider_meti.retries import RetryPolicy
 from tests.airflow_context import METI_CLIENT_ID, METI_CLIENT_SECRET
 from tests.features import collection, square_feature
+from tests.test_create_and_delete_safety import alarm  # noqa: F401
 
 FAST = RetryPolicy(max_retries=2, max_retry_time=10, initial_wait=0.01, max_wait=0.02)
 
@@ -81,22 +82,7 @@ class TaskTimeout(BaseException):
     """Stands in for Airflow's AirflowTaskTimeout."""
 
 
-@pytest.fixture
-def alarm():
-    fired = threading.Event()
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        fired.set()
-        raise TaskTimeout("Timeout, PID: test")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        yield fired
-    finally:
-        signal.signal(signal.SIGALRM, previous)
-
-
-def test_an_interrupted_single_batch_v2_create_reports_what_was_stored(alarm):
+def test_an_interrupted_single_batch_v2_create_reports_what_was_stored(alarm):  # noqa: F811
     with MetiEmulator(port=0, documented_only=True) as meti:
         client = v2_client(meti, max_workers=1)
         original = client._post_features

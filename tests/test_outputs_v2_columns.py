@@ -22,11 +22,8 @@ import pyarrow as pa  # noqa: E402
 from airflow_provider_meti.outputs.features import write_features  # noqa: E402
 from airflow_provider_meti.outputs.formats import write_extract  # noqa: E402
 from airflow_provider_meti.outputs.parquet import write_geoparquet  # noqa: E402
+from tests.test_geoparquet import SQUARE  # noqa: E402
 
-SQUARE = {
-    "type": "Polygon",
-    "coordinates": [[[10.0, 50.0], [10.0, 51.0], [11.0, 51.0], [11.0, 50.0], [10.0, 50.0]]],
-}
 TWO_SQUARES = {
     "type": "MultiPolygon",
     "coordinates": [
