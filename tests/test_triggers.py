@@ -132,7 +132,9 @@ def test_deadline_passing_fires_a_timeout(meti_connection):
     started = time.monotonic()
     event = only_event(trigger(MISSING_ID, within=0.4, poll_interval=10))
     assert event["status"] == "timeout"
-    assert "still not found" in event["message"]
+    # "still not found" once a check was answered; on a loaded machine the first check may
+    # still be waiting when the 0.4 s run out, and then the event says that instead.
+    assert MISSING_ID in event["message"] and "timeout ran out" in event["message"]
     assert 0.3 <= time.monotonic() - started < 5
 
 
