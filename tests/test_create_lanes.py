@@ -18,7 +18,7 @@ from airflow_provider_meti.exceptions import MetiPartialCreateError
 from airflow_provider_meti.retries import RetryPolicy
 from tests.airflow_context import METI_CLIENT_ID, METI_CLIENT_SECRET
 from tests.features import collection, square_feature
-from tests.test_create_and_delete_safety import alarm  # noqa: F401
+from tests.test_create_and_delete_safety import TaskTimeout, alarm  # noqa: F401
 
 FAST = RetryPolicy(max_retries=2, max_retry_time=10, initial_wait=0.01, max_wait=0.02)
 
@@ -76,10 +76,6 @@ def test_overlapping_features_are_flagged_as_meti_flags_them_sequentially():
         assert stored[f"same-{n}"]["conflict"] is True
         assert set(stored[f"same-{n}"]["conflict_with"]) == others
         assert stored[f"apart-{n}"]["conflict"] is False
-
-
-class TaskTimeout(BaseException):
-    """Stands in for Airflow's AirflowTaskTimeout."""
 
 
 def test_an_interrupted_single_batch_v2_create_reports_what_was_stored(alarm):  # noqa: F811
