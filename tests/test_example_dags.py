@@ -167,7 +167,7 @@ def test_sample_fields_conflict_only_where_they_overlap(emulator):
 # --- running ---------------------------------------------------------------------------------
 
 
-def test_register_sources_waits_until_the_conflict_is_resolved(run_dag, emulator):
+def test_register_sources_waits_until_the_conflict_is_resolved(run_dag, emulator, meti_api_version):
     neighbour = withdraw_once_sensed(emulator, "FIELD-008")
 
     dag_run = run_dag("meti_register_sources", run_conf={"poke_interval": 1, "sensor_timeout": 60})
@@ -184,6 +184,14 @@ def test_register_sources_waits_until_the_conflict_is_resolved(run_dag, emulator
     stored = emulator.ledger.all()
     assert len(stored) == 11
     assert not any(source["conflict"] for source in stored)
+    by_alt_id = {source["alt_id"]: source for source in stored}
+    assert by_alt_id["FIELD-012"]["geojson"]["geometry"]["type"] == "MultiPolygon"
+    # The documented-only emulator stores v2's descriptive fields; v1 has none.
+    fields = {(s["methodology"], s["steward_id"], s["project_id"]) for s in stored}
+    if meti_api_version == 2:
+        assert fields == {("Agriculture", "Caprock-Growers", "LBK-2025")}
+    else:
+        assert fields == {(None, None, None)}
 
 
 def test_daily_extract_writes_geoparquet_and_summarises_it(run_dag, emulator, tmp_path):
