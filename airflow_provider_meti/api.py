@@ -127,6 +127,16 @@ class ApiVersion:
         """The path of the source collection (list and create)."""
         return (SANDBOX_PREFIX if self.sandbox else "") + "/sources"
 
+    def routed(self, endpoint: str) -> str:
+        """``endpoint`` of a raw request, moved under ``/sandbox`` when it names a source route
+        of a sandbox connection (``/sources``, ``/sources/...``, ``/sources?...``)."""
+        if not self.sandbox:
+            return endpoint
+        path = "/" + endpoint.lstrip("/")
+        if path == "/sources" or path.startswith(("/sources/", "/sources?")):
+            return SANDBOX_PREFIX + path
+        return endpoint
+
     def check_source_id(self, value: Any, name: str = "source_id") -> str:
         """``source_id`` when it can name a source of this environment (sandbox or not)."""
         source_id = require_id(name, value)

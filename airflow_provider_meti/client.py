@@ -106,9 +106,11 @@ class MetiClient:
         """Send one request and return its parsed JSON body (None for an empty body).
 
         Idempotent methods are retried on every retryable failure; POST and PATCH only when
-        the server cannot have acted on them (connection refused, 429, 503).
+        the server cannot have acted on them (connection refused, 429, 503). On a sandbox
+        connection, a source route (``/sources...``) goes to the sandbox's.
         """
         budget = self._transport.new_budget()
+        endpoint = self.api.routed(endpoint)
         return self._transport.request(method, endpoint, budget, params=params, json=json)
 
     # Sources

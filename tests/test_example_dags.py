@@ -307,3 +307,18 @@ def test_register_sources_fails_clearly_when_nobody_resolves_the_conflict(run_da
     output = "".join(capfd.readouterr())
     for conflict in xcom_value(dag_run, "report_conflicts")["conflicts"]:
         assert f"Source {conflict['id']} was still not free of conflicts" in output
+
+
+def test_taskflow_runs_the_same_against_the_sandbox(run_dag, emulator, meti_connection):
+    meti_connection(extra={"sandbox": True})
+
+    dag_run = run_dag("meti_taskflow")
+
+    assert dag_run.state == "success", states(dag_run)
+    created = xcom_value(dag_run, "create_pastures")
+    assert all(item["id"].startswith("sandbox_") for item in created)
+    assert xcom_value(dag_run, "delete_pastures") == 2
+    # Everything went to the sandbox's own store; production saw no source.
+    source_calls = [key for key in emulator.stats()["requests"] if "/sources" in key]
+    assert source_calls and all("/sandbox/sources" in key for key in source_calls), source_calls
+    assert emulator.ledger.count() == 0 and emulator.sandbox_ledger.count() == 0

@@ -192,3 +192,19 @@ def test_the_sandbox_and_scope_extras_reach_routes_and_token_request():
     assert not plain.api.sandbox and "scope" not in plain.token_source().request_body()
     with pytest.raises(MetiConfigError, match="'scope' must be a string"):
         settings_from_connection(Connection(scope=["read:sources"]))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "routed"),
+    [
+        ("/sources", "/sandbox/sources"),
+        ("sources/src_1", "/sandbox/sources/src_1"),
+        ("/sources?alt_id=A", "/sandbox/sources?alt_id=A"),
+        ("/sourcesx", "/sourcesx"),
+        ("/sandbox/sources", "/sandbox/sources"),
+        ("/health", "/health"),
+    ],
+)
+def test_raw_requests_to_source_routes_go_to_the_sandbox(endpoint, routed):
+    assert API_V2.in_sandbox().routed(endpoint) == routed
+    assert API_V2.routed(endpoint) == endpoint
