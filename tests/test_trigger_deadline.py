@@ -56,4 +56,4 @@ def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch)
 
     assert [event["status"] for event in events] == ["timeout"] * TRIGGERS
     assert all("before METI answered" in event["message"] for event in events)
-    assert server.seen["POST /token"] == 1  # one renewal, shared by every trigger
+    assert server.seen["POST /token"] <= 1  # at most one renewal, shared by every trigger
