@@ -38,7 +38,7 @@ rm -rf "$VENV"
 started=$(date +%s)
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-    "$(grep -i '^apache-airflow==' constraints.txt)" "$wheel"
+    "$(grep -i '^apache-airflow==' constraints.txt)" "${wheel}[emulator]"
 echo "Installed the wheel with $(grep -i '^apache-airflow==' constraints.txt) in $(( $(date +%s) - started ))s"
 
 # Run from an empty folder with its own AIRFLOW_HOME, so neither the source tree nor a
