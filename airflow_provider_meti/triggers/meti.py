@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_meti._compat import (
@@ -106,9 +107,8 @@ class MetiSourceTrigger(BaseTrigger):
                 # The timeout holds while a check waits too (a token endpoint that is down,
                 # a slow reply): cancelling a check cancels its request and hands any token
                 # renewal it started to the next caller.
-                try:
-                    outcome = await asyncio.wait_for(self._check(client), max(remaining, 0))
-                except asyncio.TimeoutError:
+                finished, outcome = await _within(self._check(client), remaining)
+                if not finished:
                     return self._timeout(unanswered=not answered)
             if outcome is not None:
                 return outcome
@@ -175,3 +175,25 @@ class MetiSourceTrigger(BaseTrigger):
             "message": f"Waiting for source {self.source_id} failed: {error}",
             "error": type(error).__name__,
         }
+
+
+async def _within(
+    check: Coroutine[Any, Any, dict[str, Any] | None], seconds: float
+) -> tuple[bool, dict[str, Any] | None]:
+    """``(True, result)`` of ``check`` when it ends within ``seconds``, else ``(False, None)``
+    after cancelling it.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can swallow the cancellation of the
+    caller when the check ends at the same moment, and a stopping triggerer must stop.
+    """
+    task = asyncio.ensure_future(check)
+    try:
+        await asyncio.wait({task}, timeout=max(seconds, 0))
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False, None
+    return True, task.result()
