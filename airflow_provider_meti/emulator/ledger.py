@@ -90,6 +90,8 @@ class SourceFilter:
     project_id: str | None = None
     outcome_reporting_year: str | None = None
     alt_id: str | None = None
+    source_id: str | None = None
+    """v2's ``id`` filter: only the source with this id."""
     conflict: bool | None = None
     created_since: datetime | None = None
     updated_since: datetime | None = None
@@ -104,6 +106,8 @@ class SourceFilter:
             if wanted is not None and (source.get(name) is None or str(source[name]) != wanted):
                 return False
         if self.alt_id is not None and source["alt_id"] != self.alt_id:
+            return False
+        if self.source_id is not None and source["id"] != self.source_id:
             return False
         if self.conflict is not None and source["conflict"] != self.conflict:
             return False
@@ -426,7 +430,10 @@ class Ledger:
         cached = self._listing_cache
         if cached is not None and cached[0] == filters and cached[1] == self._version:
             return cached[2]
-        if filters.alt_id is not None:
+        if filters.source_id is not None:
+            entry = self._entries.get(filters.source_id)
+            matching = [] if entry is None else [entry]
+        elif filters.alt_id is not None:
             ids = self._by_alt_id.get(filters.alt_id, {})
             matching = [self._entries[source_id] for source_id in ids]
         else:
