@@ -188,6 +188,9 @@ def test_the_listing_is_a_bare_array_filtered_by_the_documented_params(meti):
     assert alt_ids() == ["A", "B", "C"]
     assert alt_ids(id=first[0]["id"]) == ["A"]
     assert alt_ids(id="src_unknown") == []
+    # id is ANDed with the other filters
+    assert alt_ids(id=first[0]["id"], methodology="Agriculture") == ["A"]
+    assert alt_ids(id=first[0]["id"], methodology="Biochar Production") == []
     assert alt_ids(alt_id="B") == ["B"]
     assert alt_ids(methodology="Biochar Production") == ["B"]
     assert alt_ids(project_id="P-1") == ["A"]
