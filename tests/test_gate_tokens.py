@@ -32,14 +32,12 @@ def test_40_triggers_waiting_for_a_failing_renewal_share_its_failure(scripted): 
             calls = [client.get_source(SOURCE) for _ in range(WAITERS)]
             return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
 
-    started = time.monotonic()
     outcomes = asyncio.run(main())
 
     assert all(isinstance(outcome, MetiApiError) for outcome in outcomes), outcomes
     assert all("HTTP 503" in str(outcome) for outcome in outcomes)
     # One renewal's budget (max_retries + 1), not one renewal per waiting trigger (160).
     assert server.seen == {"POST /token": 4}
-    assert time.monotonic() - started < 30  # generous: it used to grow with every waiter
 
 
 def token_endpoint_slowly_down(request) -> None:
