@@ -41,6 +41,22 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["boolean", "null"]},
     },
+    "token_cache": {
+        "label": "Share tokens on this host",
+        "description": (
+            "Keep the token in an encrypted file that every task process of this host and "
+            "OS user reuses, instead of asking for one per task. Default true."
+        ),
+        "schema": {"type": ["boolean", "null"]},
+    },
+    "token_cache_dir": {
+        "label": "Token cache folder",
+        "description": (
+            "Absolute path of the host's token cache (created 0700). Empty: "
+            "$XDG_CACHE_HOME/airflow-provider-meti or ~/.cache/airflow-provider-meti."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
     "timeout": {
         "label": "Timeout (seconds)",
         "description": "Per-request timeout. Default 30.",
@@ -123,7 +139,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "METI",
-                "python-modules": ["airflow_provider_meti.triggers.meti"],
+                "python-modules": [
+                    "airflow_provider_meti.triggers.meti",
+                    "airflow_provider_meti.triggers.sources_changed",
+                ],
             }
         ],
         "connection-types": [
