@@ -38,10 +38,13 @@ MAX_MARGIN_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class IssuedToken:
-    """A token as the token endpoint returned it."""
+    """A token as the token endpoint returned it (or as the host's token cache kept it)."""
 
     value: str
     expires_in: float
+    lifetime: float | None = None
+    """The token's whole lifetime when ``expires_in`` is only what is left of it (a token
+    read from the host cache); the renewal margin is capped by the whole lifetime."""
 
 
 class TokenSource(Protocol):
@@ -237,7 +240,8 @@ class CachedToken:
     def of(cls, issued: IssuedToken, *, requested_at: float, margin: float) -> CachedToken:
         """Cache ``issued``, requested at ``requested_at``, to be renewed ``margin`` s early
         (at most a fifth of its lifetime)."""
-        margin = min(margin, issued.expires_in * MAX_MARGIN_FRACTION)
+        lifetime = issued.lifetime if issued.lifetime is not None else issued.expires_in
+        margin = min(margin, lifetime * MAX_MARGIN_FRACTION)
         return cls(issued.value, requested_at + issued.expires_in - margin)
 
 

@@ -35,6 +35,7 @@ from airflow_provider_meti.source_fields import (
     fields_key,
     fields_of_features,
 )
+from airflow_provider_meti.token_cache import HostTokenCache
 from airflow_provider_meti.transport import Transport, request_name
 
 __all__ = ["ClientSettings", "MetiClient"]
@@ -57,6 +58,8 @@ class MetiClient:
     :param token_source: how to obtain tokens (see ``airflow_provider_meti.auth``)
     :param api: the API generation to speak
     :param on_new_token: called with each new token (e.g. Airflow's ``mask_secret``)
+    :param host_cache: the token shared by this host's processes
+        (``token_cache.HostTokenCache``; None: this client's own)
     :param clock: a monotonic clock for retry deadlines and token expiry (tests inject one)
     :param sleep: waits between retries (tests inject one; default: a real, cancellable wait)
     """
@@ -68,11 +71,17 @@ class MetiClient:
         *,
         api: ApiVersion = API_V1,
         on_new_token: Callable[[str], None] | None = None,
+        host_cache: HostTokenCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
         self._transport = Transport(
-            settings, token_source, on_new_token=on_new_token, clock=clock, sleep=sleep
+            settings,
+            token_source,
+            on_new_token=on_new_token,
+            host_cache=host_cache,
+            clock=clock,
+            sleep=sleep,
         )
         self.settings = settings
         self.api = api

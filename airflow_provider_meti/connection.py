@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_meti.api import ApiVersion, api_version
@@ -19,6 +20,9 @@ from airflow_provider_meti.auth import TokenSource
 from airflow_provider_meti.exceptions import MetiConfigError
 from airflow_provider_meti.retries import RetryPolicy
 from airflow_provider_meti.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from airflow_provider_meti.token_cache import HostTokenCache
 
 EXTRA_PREFIX = "extra__meti__"
 """Prefix of extras saved by the connection forms of older Airflow lines."""
@@ -38,6 +42,9 @@ class ConnectionSettings:
     :param token_url: the token endpoint, when not the API's own
     :param audience: the OAuth2 audience (v2)
     :param scope: the scopes asked for in the client-credentials request (v2)
+    :param token_cache: share tokens with the other processes of this host and user
+        (``token_cache.HostTokenCache``)
+    :param token_cache_dir: the cache's folder (default ``token_cache.default_directory()``)
     """
 
     settings: ClientSettings
@@ -47,6 +54,8 @@ class ConnectionSettings:
     token_url: str | None = None
     audience: str | None = None
     scope: str | None = None
+    token_cache: bool = True
+    token_cache_dir: str | None = None
 
     def token_source(self) -> TokenSource:
         """The token source these credentials describe."""
@@ -58,6 +67,25 @@ class ConnectionSettings:
             audience=self.audience,
             allow_insecure_http=self.settings.allow_insecure_http,
             scope=self.scope,
+        )
+
+    def host_token_cache(self) -> HostTokenCache | None:
+        """The host's token cache for these credentials; None when it is turned off."""
+        if not self.token_cache:
+            return None
+        from airflow_provider_meti.token_cache import HostTokenCache, default_directory
+
+        source = self.token_source()
+        identity = (
+            f"v{self.api.number}",
+            source.token_url,
+            self.login,
+            getattr(source, "audience", "") or "",
+            getattr(source, "scope", "") or "",
+        )
+        directory = Path(self.token_cache_dir) if self.token_cache_dir else default_directory()
+        return HostTokenCache(
+            directory, identity, self.secret, margin=self.settings.token_refresh_margin
         )
 
     def with_max_workers(self, max_workers: int) -> ConnectionSettings:
@@ -103,6 +131,8 @@ def settings_from_connection(
         token_url=extras.get("token_url") or None,
         audience=extras.get("audience") or None,
         scope=_scope_extra(extras),
+        token_cache=_bool_extra(extras, "token_cache", True),
+        token_cache_dir=_cache_dir_extra(extras),
     )
 
 
@@ -201,6 +231,20 @@ def _scope_extra(extras: Mapping[str, Any]) -> str | None:
             f"(e.g. 'read:sources write:sources'), got {value!r}."
         )
     return " ".join(value.split()) or None
+
+
+def _cache_dir_extra(extras: Mapping[str, Any]) -> str | None:
+    """``token_cache_dir``: an absolute folder for the host's token cache."""
+    value = extras.get("token_cache_dir")
+    if value is None:
+        return None
+    path = os.path.expanduser(str(value).strip())
+    if not os.path.isabs(path):
+        raise MetiConfigError(
+            "The METI connection extra 'token_cache_dir' must be an absolute path "
+            f"(the folder of the host's token cache), got {value!r}."
+        )
+    return path
 
 
 def _verify_extra(extras: Mapping[str, Any]) -> bool | str:

@@ -47,6 +47,7 @@ from airflow_provider_meti.exceptions import (
 from airflow_provider_meti.retries import CallBudget, is_retryable, may_have_been_processed
 from airflow_provider_meti.session import BearerAuth, new_session
 from airflow_provider_meti.settings import ClientSettings
+from airflow_provider_meti.token_cache import HostTokenCache
 
 _fast_decode: Callable[[bytes], Any] | None
 try:  # installed with every supported Airflow line; used only when present
@@ -72,6 +73,7 @@ class Transport:
     :param settings: connection settings
     :param token_source: how to obtain tokens (see ``airflow_provider_meti.auth``)
     :param on_new_token: called with each new token (e.g. Airflow's ``mask_secret``)
+    :param host_cache: the token shared by this host's processes (None: this process's own)
     :param clock: a monotonic clock for retry deadlines and token expiry
     :param sleep: waits between retries (default: a real, cancellable wait)
     """
@@ -82,6 +84,7 @@ class Transport:
         token_source: TokenSource,
         *,
         on_new_token: Callable[[str], None] | None = None,
+        host_cache: HostTokenCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
@@ -97,6 +100,7 @@ class Transport:
         )
         self._clock = clock
         self._sleep = sleep
+        self._host_cache = host_cache
         self._tokens = TokenManager(
             lambda: self._fetch_token(self.new_budget()),
             margin=settings.token_refresh_margin,
@@ -122,8 +126,14 @@ class Transport:
     def _fetch_token(self, budget: CallBudget) -> IssuedToken:
         url = self._token_source.token_url
         name = f"POST {url}"
-        issued: IssuedToken = budget.run(name, lambda: self._post_token(url, name, budget))
-        return issued
+
+        def ask_endpoint() -> IssuedToken:
+            issued: IssuedToken = budget.run(name, lambda: self._post_token(url, name, budget))
+            return issued
+
+        if self._host_cache is None:
+            return ask_endpoint()
+        return self._host_cache.obtain(ask_endpoint, wait=budget.wait_limit(self._timeout))
 
     def _post_token(self, url: str, name: str, budget: CallBudget) -> IssuedToken:
         path = urlsplit(url).path or "/"
@@ -183,6 +193,8 @@ class Transport:
         response = self._send_once(method, endpoint, token, params, json, budget, name)
         if response.status_code == 401:
             self._tokens.invalidate(token)
+            if self._host_cache is not None:
+                self._host_cache.refuse(token)
             with budget.replaying():
                 token = self.token(budget)
                 response = self._send_once(method, endpoint, token, params, json, budget, name)

@@ -25,6 +25,15 @@ from tests.airflow_context import make_context
 from tests.api_versions import API_VERSION_IDS, API_VERSIONS, connection_fields
 
 
+@pytest.fixture(autouse=True)
+def private_token_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's host token cache (``token_cache.default_directory()``) in a folder of its
+    own: no test reads a token another test's emulator issued, and ~/.cache stays clean."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "airflow-provider-meti"
+
+
 @pytest.fixture
 def emulator() -> Iterator[MetiEmulator]:
     """A METI emulator on a free port of 127.0.0.1 that does only what METI documents.

@@ -13,6 +13,7 @@ from airflow_provider_meti.api import API_V1, ApiVersion
 from airflow_provider_meti.auth import TokenSource
 from airflow_provider_meti.replies import source_object
 from airflow_provider_meti.settings import ClientSettings
+from airflow_provider_meti.token_cache import HostTokenCache
 
 
 class AsyncMetiClient:
@@ -23,6 +24,7 @@ class AsyncMetiClient:
     :param api: the API generation to speak
     :param tokens: a token cache to share with other clients of the same connection
         (default: a cache of its own)
+    :param host_cache: the token shared by this host's processes (None: this process's own)
     :param clock: a monotonic clock for retry deadlines (tests inject one)
     :param sleep: awaits the waits between retries (tests inject one)
     """
@@ -34,12 +36,15 @@ class AsyncMetiClient:
         *,
         api: ApiVersion = API_V1,
         tokens: AsyncTokenManager | None = None,
+        host_cache: HostTokenCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if tokens is None:
             tokens = AsyncTokenManager(margin=settings.token_refresh_margin, clock=clock)
-        self._transport = AsyncTransport(settings, token_source, tokens, clock=clock, sleep=sleep)
+        self._transport = AsyncTransport(
+            settings, token_source, tokens, host_cache=host_cache, clock=clock, sleep=sleep
+        )
         self.settings = settings
         self.api = api
 

@@ -20,6 +20,7 @@ from airflow_provider_meti._compat import amask_secret
 from airflow_provider_meti.aio.client import AsyncMetiClient
 from airflow_provider_meti.aio.tokens import AsyncTokenManager
 from airflow_provider_meti.connection import ConnectionSettings
+from airflow_provider_meti.token_cache import HostTokenCache
 
 MAX_IDLE_CONNECTIONS = 32
 
@@ -30,6 +31,7 @@ class _Shared:
 
     parts: ConnectionSettings
     tokens: AsyncTokenManager
+    host_cache: HostTokenCache | None
     client: AsyncMetiClient | None = None
     borrowers: int = 0
 
@@ -63,11 +65,15 @@ def _borrow(conn_id: str, parts: ConnectionSettings) -> _Shared:
         tokens = AsyncTokenManager(
             margin=parts.settings.token_refresh_margin, on_new_token=amask_secret
         )
-        shared = _Shared(parts, tokens)
+        shared = _Shared(parts, tokens, parts.host_token_cache())
     entries[conn_id] = shared  # now the most recently used
     if shared.client is None:
         shared.client = AsyncMetiClient(
-            parts.settings, parts.token_source(), api=parts.api, tokens=shared.tokens
+            parts.settings,
+            parts.token_source(),
+            api=parts.api,
+            tokens=shared.tokens,
+            host_cache=shared.host_cache,
         )
     shared.borrowers += 1
     _forget_idle(entries)

@@ -31,6 +31,7 @@ from airflow_provider_meti.auth import IssuedToken, TokenSource, token_payload
 from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
 from airflow_provider_meti.retries import AsyncCallBudget
 from airflow_provider_meti.settings import ClientSettings
+from airflow_provider_meti.token_cache import HostTokenCache
 from airflow_provider_meti.transport import json_body, raise_for_reply, request_name, retry_rule
 
 
@@ -43,6 +44,7 @@ class AsyncTransport:
     :param settings: connection settings
     :param token_source: how to obtain tokens (see ``airflow_provider_meti.auth``)
     :param tokens: the token cache, shared with other transports of the same connection
+    :param host_cache: the token shared by this host's processes (None: this process's own)
     :param clock: a monotonic clock for retry deadlines
     :param sleep: awaits the waits between retries (default ``asyncio.sleep``)
     """
@@ -53,6 +55,7 @@ class AsyncTransport:
         token_source: TokenSource,
         tokens: AsyncTokenManager,
         *,
+        host_cache: HostTokenCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
@@ -60,6 +63,7 @@ class AsyncTransport:
         self.settings = settings
         self._token_source = token_source
         self._tokens = tokens
+        self._host_cache = host_cache
         self._clock = clock
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
@@ -85,8 +89,18 @@ class AsyncTransport:
     async def _fetch_token(self, budget: AsyncCallBudget) -> IssuedToken:
         url = self._token_source.token_url
         name = f"POST {url}"
-        issued: IssuedToken = await budget.run(name, lambda: self._post_token(url, name, budget))
-        return issued
+
+        async def ask_endpoint() -> IssuedToken:
+            issued: IssuedToken = await budget.run(
+                name, lambda: self._post_token(url, name, budget)
+            )
+            return issued
+
+        if self._host_cache is None:
+            return await ask_endpoint()
+        return await self._host_cache.aobtain(
+            ask_endpoint, wait=budget.wait_limit(self.settings.timeout)
+        )
 
     async def _post_token(self, url: str, name: str, budget: AsyncCallBudget) -> IssuedToken:
         budget.admit(name)
@@ -143,6 +157,8 @@ class AsyncTransport:
         reply = await self._send_once(method, endpoint, token, params, json, budget, name)
         if reply.status == 401:
             self._tokens.invalidate(token)
+            if self._host_cache is not None:
+                self._host_cache.refuse(token)
             with budget.replaying():
                 token = await self.token(budget)
                 reply = await self._send_once(method, endpoint, token, params, json, budget, name)

@@ -41,7 +41,9 @@ class MetiHook(BaseHook):
     ``max_retry_time``, ``token_refresh_margin``, ``verify``, ``token_url`` (required for
     v2: the OAuth2 tenant's token endpoint), ``audience`` (v2; default
     ``https://api.meti.millpont.com``), ``scope`` (v2: space-separated scopes to ask for),
-    ``sandbox`` (every source route under ``{host}/sandbox``), ``allow_insecure_http``.
+    ``sandbox`` (every source route under ``{host}/sandbox``), ``allow_insecure_http``,
+    ``token_cache`` (default true: one token shared by this host's processes) and
+    ``token_cache_dir``.
 
     :param meti_conn_id: the Airflow connection id
     :param max_workers: concurrent POSTs when creating many sources (default 4)
@@ -190,7 +192,8 @@ class MetiHook(BaseHook):
         """Ask for a token with the connection's credentials; nothing else is called."""
         try:
             parts = client_settings_from_connection(self.get_connection(self.meti_conn_id))
-            with _build_client(parts) as client:
+            # Never the host's token cache: the button tests the credentials, not a token.
+            with _build_client(parts, host_cache=False) as client:
                 client.get_token()
             return True, f"Authenticated with METI at {client.settings.base_url}."
         except MetiError as error:
@@ -219,10 +222,16 @@ def client_from_connection(connection: Any) -> MetiClient:
     return _shared_client(connection.conn_id or "", client_settings_from_connection(connection))
 
 
-def _build_client(parts: ConnectionSettings) -> MetiClient:
+def _build_client(parts: ConnectionSettings, *, host_cache: bool = True) -> MetiClient:
     from airflow_provider_meti.client import MetiClient
 
-    return MetiClient(parts.settings, parts.token_source(), api=parts.api, on_new_token=mask_secret)
+    return MetiClient(
+        parts.settings,
+        parts.token_source(),
+        api=parts.api,
+        on_new_token=mask_secret,
+        host_cache=parts.host_token_cache() if host_cache else None,
+    )
 
 
 def _shared_client(conn_id: str, parts: ConnectionSettings) -> MetiClient:

@@ -153,12 +153,14 @@ def meti_connection(
     request: pytest.FixtureRequest,
     meti_emulator: MetiTestEmulator,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> MetiTestConnection:
     """An Airflow connection to ``meti_emulator``, as ``AIRFLOW_CONN_<ID>`` (JSON form).
 
     ``meti_default`` and API v1 (the emulator's demo user) unless the test says otherwise;
     v2 uses the demo OAuth2 client and the emulator's ``token_url``. The variable is
-    removed after the test. Choose with the marker, ``@pytest.mark.meti(api_version=2,
+    removed after the test. Its token cache (extra ``token_cache_dir``) is a temporary
+    folder of the test's own. Choose with the marker, ``@pytest.mark.meti(api_version=2,
     conn_id="meti_prod", extra={"max_retries": 8})``, or per case with an indirect param
     (a dict of ``api_version``, ``conn_id``, ``extra``, ``sandbox``, or just the API
     version). ``sandbox=True`` adds the extra ``sandbox: true``, so the provider sends every
@@ -180,7 +182,9 @@ def meti_connection(
     )
 
     options = _options(request, getattr(request, "param", None))
-    extra = {"sandbox": True, **options.extra} if options.sandbox else options.extra
+    extra = {"sandbox": True, **options.extra} if options.sandbox else dict(options.extra)
+    # A token cache of the test's own: no token outlives the test or reaches ~/.cache.
+    extra.setdefault("token_cache_dir", str(tmp_path_factory.mktemp("meti-token-cache")))
     meti_emulator.sandbox = options.sandbox
     spec = connection_spec(meti_emulator, options.api_version, extra)
     env_var = env_var_name(options.conn_id)
