@@ -240,6 +240,20 @@ def test_an_unreadable_store_delays_the_baseline_instead_of_taking_a_new_one():
     assert only_ids(events(trigger(), Script({A: False, B: False}), store)) == [{"added": [B]}]
 
 
+class SharedByTwoAssets(DictStore):
+    """Airflow's accessors of a trigger that two assets watch: no single store."""
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        raise ValueError("Task has 2 concrete inlets and outlets")
+
+
+def test_a_trigger_watched_by_two_assets_keeps_its_snapshot_in_memory():
+    store = SharedByTwoAssets()
+    script = Script({A: False}, {A: False, B: False})
+    assert only_ids(events(trigger(), script, store)) == [{"added": [B]}]
+    assert store.writes == 0
+
+
 def test_a_corrupt_stored_snapshot_is_replaced_by_a_new_baseline(caplog, capsys):
     store = DictStore()
     store.values[trigger().store_key()] = "not a snapshot"
@@ -424,3 +438,82 @@ def test_a_server_that_ignores_offset_is_an_incomplete_listing():
     client = EnvelopeClient([[{"id": A}], [{"id": A}]], total=9)
     with pytest.raises(IncompleteListingError, match="same page"):
         asyncio.run(list_sources(client, {}, page_size=1))  # type: ignore[arg-type]
+
+
+# Shared polling
+
+
+def test_watchers_sharing_listings_compare_each_once_and_each_get_their_own_kinds(monkeypatch):
+    calls = []
+    real_diff = snapshots.diff
+    monkeypatch.setattr(snapshots, "diff", lambda *a: calls.append(a) or real_diff(*a))
+    polls = [listing({A: False}), listing({A: False, B: False}), listing({B: True, C: True})]
+    watchers = [trigger(changes=["added"]) for _ in range(3)] + [trigger(changes="removed")]
+    for watcher in watchers:
+        watcher.asset_state_store = DictStore()
+
+    async def one(watcher) -> list[dict]:
+        async def shared():
+            for item in polls:
+                yield item
+
+        return [event.payload async for event in watcher.watch(shared())]
+
+    async def main() -> list[list[dict]]:
+        return list(await asyncio.gather(*(one(w) for w in watchers)))
+
+    *added, removed = asyncio.run(main())
+    assert [only_ids(p) for p in added] == [[{"added": [B]}, {"added": [C]}]] * 3
+    assert only_ids(removed) == [{"removed": [A]}]
+    # The three "added" watchers hold one snapshot object: one diff per listing for them.
+    assert len(calls) == 2 * 2
+
+
+airflow_33 = pytest.mark.skipif(
+    not hasattr(MetiSourcesChangedTrigger, "filter_shared_stream"),
+    reason="Airflow before 3.3 has no shared streams",
+)
+
+
+@airflow_33
+@pytest.mark.filterwarnings("ignore:poll_interval 1 s")
+def test_airflow_s_shared_stream_lists_once_per_interval_for_every_watcher(
+    meti_connection, emulator
+):
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    emulator.ledger.seed(1500)  # two pages, then the empty one: 3 GETs a listing
+    with pytest.warns(UserWarning):
+        watchers = [trigger(poll_interval=1, changes=[kind]) for kind in snapshots.KINDS]
+    seen = [0] * len(watchers)
+
+    async def counted(stream, n):
+        async for item in stream:
+            seen[n] += 1
+            yield item
+
+    async def main() -> None:
+        manager = SharedStreamManager()
+
+        async def one(n, watcher):
+            watcher.asset_state_store = DictStore()
+            stream = manager.subscribe(
+                trigger_id=n, trigger=watcher, key=watcher.shared_stream_key()
+            )
+            async for _ in watcher.filter_shared_stream(counted(stream, n)):
+                pass
+
+        tasks = [asyncio.create_task(one(n, w)) for n, w in enumerate(watchers)]
+        while min(seen) < 2:
+            await asyncio.sleep(0.01)
+        # The next listing starts a whole interval after the second one was handed out.
+        gets.append(emulator.stats()["requests"]["GET /sources"])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await manager.stop_all()
+
+    gets: list[int] = []
+    asyncio.run(asyncio.wait_for(main(), 120))
+    assert seen == [2] * 4
+    assert gets == [2 * 3]  # two listings for all four watchers, not eight

@@ -13,7 +13,7 @@ import binascii
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 KINDS: tuple[str, ...] = ("added", "removed", "conflict_raised", "conflict_cleared")
@@ -50,6 +50,29 @@ class Listing:
     partners: Mapping[str, tuple[str, ...]]
     polled_at: str
     """When the listing completed, ISO 8601 in UTC."""
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What watchers sharing this listing computed of it once for all (see below)."""
+
+
+def _memoized(listing: Listing, key: Any, subject: object, compute: Any) -> Any:
+    """``compute()``, once per ``key`` and ``subject`` object for ``listing``.
+
+    Watchers of a shared listing hold the same snapshot object when they saw the same
+    listings, so fifty of them cost one comparison, not fifty. The subject is kept in the
+    entry, so an id reused by a new object never matches an old entry.
+    """
+    entry = listing.memo.get((key, id(subject)))
+    if entry is not None and entry[0] is subject:
+        return entry[1]
+    value = compute()
+    listing.memo[(key, id(subject))] = (subject, value)
+    return value
+
+
+def changes_since(old: Snapshot, listing: Listing, kinds: Iterable[str]) -> dict[str, list[str]]:
+    """:func:`diff`, computed once per snapshot object and kinds for a shared listing."""
+    wanted = tuple(kinds)
+    return _memoized(listing, ("diff", wanted), old, lambda: diff(old, listing, wanted))
 
 
 def diff(old: Snapshot, listing: Listing, kinds: Iterable[str]) -> dict[str, list[str]]:
@@ -79,11 +102,27 @@ def diff(old: Snapshot, listing: Listing, kinds: Iterable[str]) -> dict[str, lis
     return {kind: sorted(ids) for kind, ids in found.items() if ids}
 
 
-def kept(listing: Listing, kinds: Iterable[str]) -> dict[str, bool]:
-    """The snapshot to keep of ``listing``: the conflict flags only where ``kinds`` need them."""
-    if CONFLICT_KINDS.isdisjoint(kinds):
-        return dict.fromkeys(listing.flags, False)
-    return dict(listing.flags)
+def kept(listing: Listing, kinds: Iterable[str]) -> Snapshot:
+    """The snapshot to keep of ``listing``: the conflict flags only where ``kinds`` need them.
+
+    One read-only mapping per listing for every watcher whose kinds need the same.
+    """
+    ids_only = CONFLICT_KINDS.isdisjoint(kinds)
+    if ids_only:
+        return _memoized(listing, "ids", listing, lambda: dict.fromkeys(listing.flags, False))
+    return listing.flags
+
+
+def unchanged(new: Snapshot, old: Snapshot | None, listing: Listing) -> bool:
+    """``new == old`` for a snapshot ``new`` :func:`kept` of ``listing``, once for all."""
+    if old is None:
+        return False
+    return bool(_memoized(listing, ("same", id(new)), old, lambda: new == old))
+
+
+def encoded(snapshot: Snapshot, listing: Listing) -> str:
+    """:func:`encode` of a snapshot :func:`kept` of ``listing``, once for all its watchers."""
+    return _memoized(listing, "text", snapshot, lambda: encode(snapshot))
 
 
 def encode(snapshot: Snapshot) -> str:
@@ -94,7 +133,7 @@ def encode(snapshot: Snapshot) -> str:
     if conflicting:
         document["conflict"] = conflicting
     text = json.dumps(document, separators=(",", ":"))
-    return base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(text.encode("utf-8"), 6)).decode("ascii")
 
 
 def decode(text: str) -> dict[str, bool]:

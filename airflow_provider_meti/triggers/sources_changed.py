@@ -116,7 +116,7 @@ class SnapshotWatch:
         self._key = key
         self._log = log
         self._loaded = False
-        self.snapshot: dict[str, bool] | None = None
+        self.snapshot: snapshots.Snapshot | None = None
         self._unsaved = False
 
     async def compare(self, listing: Listing) -> dict[str, Any] | None:
@@ -127,7 +127,7 @@ class SnapshotWatch:
             self._loaded = True
         if self.snapshot is None:
             return None
-        changed = snapshots.diff(self.snapshot, listing, self.kinds)
+        changed = snapshots.changes_since(self.snapshot, listing, self.kinds)
         if not changed:
             return None
         payload: dict[str, Any] = {kind: changed.get(kind, []) for kind in self.kinds}
@@ -138,7 +138,7 @@ class SnapshotWatch:
     async def commit(self, listing: Listing) -> None:
         """Make ``listing`` the snapshot, and store it when it differs from the stored one."""
         new = snapshots.kept(listing, self.kinds)
-        if new == self.snapshot and not self._unsaved:
+        if snapshots.unchanged(new, self.snapshot, listing) and not self._unsaved:
             return
         self.snapshot = new
         self._unsaved = True
@@ -146,16 +146,25 @@ class SnapshotWatch:
             self._unsaved = False
             return
         try:
-            await self._store.aset(self._key, snapshots.encode(new))
+            await self._store.aset(self._key, snapshots.encoded(new, listing))
         except Exception as error:  # kept in memory; stored with the next change
             self._log.warning("Storing the sources snapshot failed: %s", error)
             return
         self._unsaved = False
 
-    async def _load(self) -> dict[str, bool] | None:
+    async def _load(self) -> snapshots.Snapshot | None:
         if self._store is None:
             return None
-        text = await self._store.aget(self._key, None)
+        try:
+            text = await self._store.aget(self._key, None)
+        except ValueError as error:  # one trigger watching several assets has no one store
+            self._log.warning(
+                "The sources snapshot is kept in memory only (a restarted triggerer takes a "
+                "new baseline): %s. Give each watched asset a trigger of its own.",
+                error,
+            )
+            self._store = None
+            return None
         if text is None:
             return None
         try:
