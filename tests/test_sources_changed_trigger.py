@@ -177,6 +177,25 @@ def test_a_restart_with_the_same_store_repeats_nothing_and_reports_a_change_made
     assert [p["polled_at"] for p in again] == ["poll-1", "poll-2"]
 
 
+class DiesOnSecondWrite(DictStore):
+    """A triggerer that dies after the event left but before the snapshot was stored."""
+
+    async def aset(self, key: str, value: Any) -> None:
+        if self.writes:
+            raise ScriptEnded
+        await super().aset(key, value)
+
+
+def test_a_triggerer_dying_between_event_and_store_reports_the_change_again_not_never():
+    store = DiesOnSecondWrite()
+    first = events(trigger(), Script({A: False}, {A: False, B: False}), store)
+    assert only_ids(first) == [{"added": [B]}]
+    assert snapshots.decode(store.values[trigger().store_key()]) == {A: False}
+    plain = DictStore()  # the restarted triggerer, reading what was stored
+    plain.values = store.values
+    assert only_ids(events(trigger(), Script({A: False, B: False}), plain)) == [{"added": [B]}]
+
+
 def test_without_a_state_store_a_restart_takes_a_new_baseline():
     # Airflow 3.0-3.2 inject no asset_state_store: the snapshot lives as long as the trigger.
     assert only_ids(events(trigger(), Script({A: False}, {A: False, B: False}), None)) == [
