@@ -193,6 +193,17 @@ def log_files_since(started: float) -> dict[str, str]:
     }
 
 
+def token_cache_texts(folder: Path) -> dict[str, str]:
+    """The names and the raw bytes (as Latin-1, so any byte sequence is searched) of the host
+    token cache's files."""
+    texts = {}
+    for path in folder.rglob("*"):
+        texts[f"token cache file name {path.name}"] = path.name
+        if path.is_file():
+            texts[f"token cache file {path.name}"] = path.read_bytes().decode("latin-1")
+    return texts
+
+
 def reprs(dag_bag_: Any, triggers: list[MetiSourceTrigger]) -> dict[str, str]:
     """repr() and serialize() of the operators, their hooks and clients, and the triggers."""
     texts = {}
@@ -228,6 +239,7 @@ def test_running_the_example_dags_leaks_neither_password_nor_tokens(
     caplog,
     monkeypatch,
     request,
+    private_token_cache,
 ):
     caplog.set_level(logging.DEBUG, logger="airflow_provider_meti")
     started = time.time()
@@ -252,6 +264,7 @@ def test_running_the_example_dags_leaks_neither_password_nor_tokens(
         "task and trigger output": airflow_compat.without_mask_secret_echo(output),
         "captured log records": "\n".join(record.getMessage() for record in caplog.records),
         **log_files_since(started),
+        **token_cache_texts(private_token_cache),
         **database_texts(runs),
         **reprs(dag_bag, built_triggers),
     }
@@ -262,6 +275,7 @@ def test_running_the_example_dags_leaks_neither_password_nor_tokens(
     assert len(issued_tokens) >= 3
     assert emulator.stats()["responses"].get("401", 0) >= 1
     assert len(built_triggers) >= 2
+    assert any(name.startswith("token cache file ") for name in texts), "no token was cached"
     logged = output + texts["captured log records"]
     assert "was still not free of conflicts" in logged
     assert "authentication failed" in logged
