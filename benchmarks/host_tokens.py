@@ -52,7 +52,7 @@ class HostSizes:
 
 
 FULL_HOST = HostSizes()
-QUICK_HOST = HostSizes(processes=4, calls=6, revoke_after=3, cost_calls=50, cost_rounds=3)
+QUICK_HOST = HostSizes(processes=3, calls=4, revoke_after=2, cost_calls=20, cost_rounds=1)
 
 
 def host_sizes(sizes: Sizes) -> HostSizes:

@@ -3,7 +3,9 @@
 API server, scheduler, DAG processor, triggerer and two Celery workers (4 slots each), all
 sharing one ``AIRFLOW_HOME`` (as machines would share a configuration) and one environment:
 the metadata database and result backend on PostgreSQL, the broker on Redis, connections as
-``AIRFLOW_CONN_*`` variables.
+``AIRFLOW_CONN_*`` variables. Only the cache folder differs: each component gets an
+``XDG_CACHE_HOME`` of its own under the run's folder, so each Celery worker and the triggerer
+is a host with its own METI token cache (and the user's ~/.cache is never touched).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ COMPONENTS = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+TRIGGERER = "triggerer"
+TOKEN_HOSTS = (*WORKERS, TRIGGERER)
+"""The hosts whose processes call METI, each with a token cache of its own."""
+CACHE_FOLDER = "airflow-provider-meti"  # the token cache's folder under XDG_CACHE_HOME
 
 
 @dataclass
@@ -40,6 +46,7 @@ class AirflowStack:
     api_url: str
     port: int
     groups: ProcessGroups
+    cache_root: Path
 
     def airflow(self) -> str:
         return str(self.bin_dir / "airflow")
@@ -54,15 +61,26 @@ class AirflowStack:
         if result.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed; see {log}")
 
+    def cache_home(self, name: str) -> Path:
+        """The ``XDG_CACHE_HOME`` of component ``name``."""
+        return self.cache_root / name
+
+    def token_cache(self, host: str) -> Path:
+        """The METI token cache folder of ``host`` (a worker or the triggerer)."""
+        return self.cache_home(host) / CACHE_FOLDER
+
+    def _env(self, name: str) -> dict[str, str]:
+        return {**self.env, "XDG_CACHE_HOME": str(self.cache_home(name))}
+
     def start(self) -> None:
         for name, args in COMPONENTS.items():
             argv = [self.airflow(), *(arg.format(port=self.port) for arg in args)]
-            self.groups.start(name, argv, self.env)
+            self.groups.start(name, argv, self._env(name))
         for index, worker in enumerate(WORKERS, start=1):
             argv = [self.airflow(), "celery", "worker", "--celery-hostname", f"w{index}@%h",
                     "--concurrency", str(WORKER_SLOTS), "--skip-serve-logs",
                     "--pid", str(self.home / f"{worker}.pid")]  # fmt: skip
-            self.groups.start(worker, argv, {**self.env, "METI_TOPOLOGY_HOST": worker})
+            self.groups.start(worker, argv, {**self._env(worker), "METI_TOPOLOGY_HOST": worker})
 
     def wait_until_ready(self, timeout: float = 180.0) -> None:
         def healthy() -> bool:
@@ -126,6 +144,7 @@ def build_stack(
     result_backend: str,
     broker_url: str,
     connections: dict[str, dict[str, Any]],
+    cache_root: Path,
 ) -> AirflowStack:
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
@@ -154,7 +173,9 @@ def build_stack(
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+        "XDG_CACHE_HOME": str(cache_root / "airflow-cli"),  # `airflow db migrate` and the like
         **{f"AIRFLOW_CONN_{name.upper()}": json.dumps(conn) for name, conn in connections.items()},
     }
     home.mkdir(parents=True, exist_ok=True)
-    return AirflowStack(home, bin_dir, env, api_url, port, groups)
+    cache_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return AirflowStack(home, bin_dir, env, api_url, port, groups, cache_root)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_stack import WORKERS
+from airflow_stack import TOKEN_HOSTS, WORKERS
 from metadata import Metadata
 from runs import EXTRACT, REGISTER, RUNS_EACH, SENSOR, Runs
 from servers import Emulator, MotoS3
+
+from airflow_provider_meti.auth import MAX_MARGIN_FRACTION
+from airflow_provider_meti.settings import ClientSettings
 
 # Tasks whose process talks to METI (a deferred sensor's resumption does not: the event holds
 # the answer). Each try, and each reschedule of a reschedule-mode sensor, is one process.
@@ -154,7 +159,11 @@ def _trigger_fired(task_logs: Path, run_id: str, map_index: int) -> bool:
     )
 
 
-def check_tokens(db: Metadata, emulator: Emulator, found: Findings) -> None:
+def check_tokens(db: Metadata, emulator: Emulator, window_s: float, found: Findings) -> None:
+    """At most one token per host (each worker, the triggerer) per token lifetime.
+
+    :param window_s: how long the Airflow components ran (every token request falls inside)
+    """
     tries = db.count(
         "SELECT coalesce(sum(try_number), 0) FROM task_instance "
         "WHERE dag_id = ANY(%s) AND task_id = ANY(%s)",
@@ -170,17 +179,61 @@ def check_tokens(db: Metadata, emulator: Emulator, found: Findings) -> None:
     processes = tries + reschedules
     assert emulator.server is not None
     requested = emulator.server.stats()["token_requests"]
+    ttl = float(emulator.server.state.tokens.ttl)
+    # A host renews its token this long before the TTL is up (the connection keeps the
+    # default margin), so each token serves it for ttl - margin seconds at least.
+    margin = min(ClientSettings.token_refresh_margin, ttl * MAX_MARGIN_FRACTION)
+    lifetimes = max(1, math.ceil(window_s / (ttl - margin)))
+    allowed = len(TOKEN_HOSTS) * lifetimes
     found.figures["tokens"] = {
         "requested": requested,
-        "task_processes_calling_meti": processes,
+        "worker_hosts": len(WORKERS),
         "triggerers": TRIGGERERS,
+        "task_processes_calling_meti": processes,
+        "token_ttl_s": ttl,
+        "renewal_margin_s": margin,
+        "window_s": round(window_s, 1),
+        "token_lifetimes": lifetimes,
+        "allowed": allowed,
     }
     found.add(
-        "one token per process at most",
-        0 < requested <= processes + TRIGGERERS,
-        f"{requested} token requests for {processes} task processes that called METI "
-        f"+ {TRIGGERERS} triggerer",
+        "at most one token per host per token lifetime",
+        0 < requested <= allowed,
+        f"{requested} token requests; at most ({len(WORKERS)} worker hosts + {TRIGGERERS} "
+        f"triggerer) x {lifetimes} token lifetime = {allowed}",
     )
+
+
+def check_token_caches(caches: dict[str, Path], found: Findings) -> None:
+    """Each host kept its token in a private cache folder of its own (0700, files 0600)."""
+    problems: list[str] = []
+    entries: dict[str, int] = {}
+    for host, folder in caches.items():
+        try:
+            mode = stat.S_IMODE(folder.lstat().st_mode)
+        except FileNotFoundError:
+            problems.append(f"{host}: no token cache folder")
+            continue
+        if mode != 0o700 or folder.is_symlink():
+            problems.append(f"{host}: folder mode {mode:o}")
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        loose = sum(1 for p in files if _not_private(p))  # counted: a name might hold a secret
+        if loose:
+            problems.append(f"{host}: {loose} files not 0600")
+        entries[host] = sum(1 for p in files if p.suffix == ".token")
+        if entries[host] != 1:
+            problems.append(f"{host}: {entries[host]} token files, expected 1 (one connection)")
+    found.figures["token_caches"] = entries
+    found.add(
+        "each host kept one token in a private cache",
+        not problems,
+        f"token files per host: {entries}, folders 0700, files 0600"
+        + (f"; {'; '.join(problems)}" if problems else ""),
+    )
+
+
+def _not_private(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) != 0o600
 
 
 def check_extracts(
@@ -266,8 +319,16 @@ def _extract_ids(key: str, body: bytes) -> list[str]:
 
 
 def check_secrets(
-    db: Metadata, emulator: Emulator, dump: Path, log_dirs: list[Path], found: Findings
+    db: Metadata,
+    emulator: Emulator,
+    dump: Path,
+    log_dirs: list[Path],
+    cache_root: Path,
+    found: Findings,
 ) -> None:
+    """The connection's password (its only secret: the run speaks v1) and every issued token
+    are nowhere: not in the database, the logs, XCom, nor any name or byte of the token
+    caches (whose files are encrypted, so their raw bytes are searched)."""
     secrets = [emulator.password, *emulator.issued_tokens]
     texts: dict[str, str] = {"pg_dump": dump.read_text(errors="replace")}
     log_files = [p for d in log_dirs for p in d.rglob("*") if p.is_file()]
@@ -277,19 +338,38 @@ def check_secrets(
     for dag_id, run_id, task_id, value in xcom_rows:
         texts[f"xcom {dag_id}/{run_id}/{task_id}"] = value or ""
     hits = sorted({where for where, text in texts.items() for s in secrets if s in text})
-    scanned = sum(len(text) for text in texts.values())
+    cache_bytes = _cache_contents(cache_root)
+    raw = [s.encode() for s in secrets]
+    hits += sorted({where for where, data in cache_bytes.items() for s in raw if s in data})
+    cache_files = sum(1 for where in cache_bytes if where.endswith(": file"))
+    scanned = sum(len(text) for text in texts.values()) + sum(map(len, cache_bytes.values()))
     found.figures["secrets_scan"] = {
         "secrets": len(secrets),
         "tokens_issued": len(emulator.issued_tokens),
         "bytes": scanned,
         "log_files": len(log_files),
         "xcom_rows": len(xcom_rows),
+        "token_cache_files": cache_files,
         "hits": len(hits),
     }
     found.add(
-        "no secret in the database, logs or XCom",
-        not hits and len(emulator.issued_tokens) > 0,
+        "no secret in the database, logs, XCom or token caches",
+        not hits and len(emulator.issued_tokens) > 0 and cache_files > 0,
         f"password + {len(emulator.issued_tokens)} tokens searched in the pg_dump "
-        f"({dump.stat().st_size // 1024} KiB), {len(log_files)} log files and "
-        f"{len(xcom_rows)} XCom rows" + (f"; FOUND in: {hits}" if hits else ": none found"),
+        f"({dump.stat().st_size // 1024} KiB), {len(log_files)} log files, "
+        f"{len(xcom_rows)} XCom rows and the names and raw bytes of {cache_files} token-cache "
+        "files" + (f"; FOUND in: {hits}" if hits else ": none found"),
     )
+
+
+def _cache_contents(cache_root: Path) -> dict[str, bytes]:
+    """Every name under the token caches and every file's raw bytes, labelled by component
+    and position only: a label never repeats a name, which might hold a secret."""
+    found: dict[str, bytes] = {}
+    for index, path in enumerate(sorted(cache_root.rglob("*"))):
+        relative = path.relative_to(cache_root)
+        where = f"token cache of {relative.parts[0]}, entry {index}"
+        found[f"{where}: name"] = str(relative).encode()
+        if path.is_file() and not path.is_symlink():
+            found[f"{where}: file"] = path.read_bytes()
+    return found

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 import checks
-from airflow_stack import COMPONENTS, WORKER_SLOTS, WORKERS, build_stack
+from airflow_stack import COMPONENTS, TOKEN_HOSTS, WORKER_SLOTS, WORKERS, build_stack
 from metadata import Metadata
 from processes import ProcessGroups, left_behind
 from runs import run_all
@@ -33,6 +33,7 @@ from summary import print_summary, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / ".airflow" / "topology"
+TOKEN_CACHES = TOPOLOGY / "token-caches"  # one XDG_CACHE_HOME per component; removed at the end
 BIN = Path(sys.executable).parent
 METI_EMAIL = "topology@meti.local"
 FAULT_RATE = 0.05
@@ -84,8 +85,10 @@ def main() -> int:
                 "meti_default": _meti_connection(emulator),
                 "aws_default": s3.airflow_connection(),
             },
+            cache_root=TOKEN_CACHES,
         )
         stack.migrate()
+        components_started = time.monotonic()
         stack.start()
         stack.wait_until_ready()
         phases["airflow up"] = time.monotonic() - mark
@@ -107,14 +110,16 @@ def main() -> int:
 
         mark = time.monotonic()
         groups.stop([*COMPONENTS, *WORKERS])  # logs complete, database final
+        components_ran = time.monotonic() - components_started
         dump = postgres.dump(TOPOLOGY / "metadata.sql")
         checks.check_runs(db, runs, found)
         checks.check_sources(emulator, runs, found)
         checks.check_workers(db, runs, stack.home / "logs", found)
-        checks.check_tokens(db, emulator, found)
+        checks.check_tokens(db, emulator, components_ran, found)
+        checks.check_token_caches({h: stack.token_cache(h) for h in TOKEN_HOSTS}, found)
         checks.check_extracts(db, emulator, s3, runs, found)
         log_dirs = [stack.home / "logs", groups.log_dir]
-        checks.check_secrets(db, emulator, dump, log_dirs, found)
+        checks.check_secrets(db, emulator, dump, log_dirs, TOKEN_CACHES, found)
         phases["checks"] = time.monotonic() - mark
     except Interrupted as interrupt:
         error = f"interrupted ({interrupt})"
@@ -131,6 +136,7 @@ def main() -> int:
         strays = groups.sweep()
         left = left_behind(run_id)
         postgres.remove_data()
+        shutil.rmtree(TOKEN_CACHES, ignore_errors=True)
         groups.forget_groups_file()
         phases["teardown"] = time.monotonic() - mark
     found.add(
@@ -139,6 +145,12 @@ def main() -> int:
         f"{len(groups.started)} process groups stopped"
         + (f"; killed strays {strays}" if strays else "")
         + (f"; STILL RUNNING: {left}" if left else ""),
+    )
+    found.add(
+        "token caches removed",
+        not TOKEN_CACHES.exists(),
+        f"{TOKEN_CACHES.relative_to(ROOT)} "
+        + ("still there" if TOKEN_CACHES.exists() else "removed after the checks"),
     )
     found.figures.update(
         topology=(

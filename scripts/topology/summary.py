@@ -47,8 +47,11 @@ def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
         t = f["tokens"]
         _line(
             "token requests",
-            f"{t['requested']} for {t['task_processes_calling_meti']} task processes calling "
-            f"METI + {t['triggerers']} triggerer",
+            f"{t['requested']} for {t['worker_hosts']} worker hosts + {t['triggerers']} "
+            f"triggerer ({t['task_processes_calling_meti']} task processes called METI); at "
+            f"most ({t['worker_hosts']} + {t['triggerers']}) x {t['token_lifetimes']} token "
+            f"lifetime = {t['allowed']} (ran {t['window_s']:.0f} s; a token serves "
+            f"{t['token_ttl_s']:.0f} s TTL - {t['renewal_margin_s']:.0f} s margin)",
         )
     if "extracts" in f:
         rows = sorted(f["extracts"].values())
@@ -58,7 +61,8 @@ def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
         _line(
             "secrets found",
             f"{s['hits']} (password + {s['tokens_issued']} tokens in {s['bytes'] // 1024} KiB: "
-            f"pg_dump, {s['log_files']} log files, {s['xcom_rows']} XCom rows)",
+            f"pg_dump, {s['log_files']} log files, {s['xcom_rows']} XCom rows, "
+            f"{s.get('token_cache_files', 0)} token-cache files: names and raw bytes)",
         )
     _line("processes left", str(f.get("processes_left", "?")))
     _line("phases", ", ".join(f"{k} {v:.0f} s" for k, v in f.get("phases_s", {}).items()))
