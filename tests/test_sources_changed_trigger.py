@@ -7,6 +7,7 @@ the listing itself runs over real HTTP against the emulator on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterable
@@ -489,7 +490,7 @@ def test_watchers_sharing_listings_compare_each_once_and_each_get_their_own_kind
 
 
 airflow_33 = pytest.mark.skipif(
-    not hasattr(MetiSourcesChangedTrigger, "filter_shared_stream"),
+    importlib.util.find_spec("airflow.triggers.shared_stream") is None,
     reason="Airflow before 3.3 has no shared streams",
 )
 
