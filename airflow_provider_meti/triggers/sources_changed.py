@@ -147,7 +147,7 @@ class SnapshotWatch:
             return
         try:
             await self._store.aset(self._key, snapshots.encoded(new, listing))
-        except Exception as error:  # kept in memory; stored with the next change
+        except Exception as error:  # kept in memory, stored again after the next poll
             self._log.warning("Storing the sources snapshot failed: %s", error)
             return
         self._unsaved = False
