@@ -52,8 +52,6 @@ _NAME_INFO = b"airflow-provider-meti token cache name v1"
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SUFFIX = ".token"
 _LOCK_SUFFIX = ".lock"
-# Polling steps while another process holds the lock: short first (a renewal usually takes
-# one round trip), then capped so hundreds of waiters do not spin.
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.1
 # Tokens refused by METI (401) that this process remembers, so it never takes them from the
@@ -154,29 +152,19 @@ class HostTokenCache:
             as it takes); past it, this process fetches a token of its own
         :param pause: waits between attempts at the lock
         """
-        if not self.enabled:
-            return fetch()
-        try:
-            found = self._usable_token()
-            if found is not None:
-                return found
-            lock = self._open_lock()
-        except CacheUnusable as problem:
-            self._disable(str(problem))
+        lock = self._stored_or_lock()
+        if isinstance(lock, IssuedToken):
+            return lock
+        if lock is None:
             return fetch()
         try:
             held = _acquire(lock, wait, pause)
-            if held:
-                try:
-                    found = self._usable_token()
-                except CacheUnusable as problem:
-                    self._disable(str(problem))
-                    found = None
-                if found is not None:
-                    return found
+            found = self._stored_once_locked(held)
+            if found is not None:
+                return found
             requested_at = self.wall_clock()
             issued = fetch()
-            if held and self.enabled:
+            if held:
                 self._store(issued, requested_at)
             return issued
         finally:
@@ -187,33 +175,46 @@ class HostTokenCache:
     ) -> IssuedToken:
         """``obtain`` for a coroutine: the lock is polled with ``asyncio.sleep``, never
         blocking the loop (the file itself is a few hundred bytes on local disk)."""
-        if not self.enabled:
-            return await fetch()
-        try:
-            found = self._usable_token()
-            if found is not None:
-                return found
-            lock = self._open_lock()
-        except CacheUnusable as problem:
-            self._disable(str(problem))
+        lock = self._stored_or_lock()
+        if isinstance(lock, IssuedToken):
+            return lock
+        if lock is None:
             return await fetch()
         try:
             held = await _acquire_async(lock, wait)
-            if held:
-                try:
-                    found = self._usable_token()
-                except CacheUnusable as problem:
-                    self._disable(str(problem))
-                    found = None
-                if found is not None:
-                    return found
+            found = self._stored_once_locked(held)
+            if found is not None:
+                return found
             requested_at = self.wall_clock()
             issued = await fetch()
-            if held and self.enabled:
+            if held:
                 self._store(issued, requested_at)
             return issued
         finally:
-            os.close(lock)  # closing the descriptor releases the lock
+            os.close(lock)
+
+    def _stored_or_lock(self) -> IssuedToken | int | None:
+        """The stored token when it is usable, else the open lock file's descriptor (not yet
+        locked); None when the cache cannot be used."""
+        if not self.enabled:
+            return None
+        try:
+            return self._usable_token() or self._open_lock()
+        except CacheUnusable as problem:
+            self._disable(str(problem))
+            return None
+
+    def _stored_once_locked(self, held: bool) -> IssuedToken | None:
+        """The token another process stored while this one waited for the lock, if it got
+        the lock. Without the lock (its wait ran out) the process fetches a token of its own
+        and stores nothing."""
+        if not held:
+            return None
+        try:
+            return self._usable_token()
+        except CacheUnusable as problem:
+            self._disable(str(problem))
+            return None
 
     # The file
 
@@ -267,6 +268,8 @@ class HostTokenCache:
         return stored if stored.value and stored.expires_in > 0 else None
 
     def _store(self, issued: IssuedToken, requested_at: float) -> None:
+        if not self.enabled:
+            return
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         plain = json.dumps(
@@ -361,25 +364,39 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+class _LockPolls:
+    """The pauses between attempts at a busy lock: short first (a renewal usually takes one
+    round trip), then capped, so hundreds of waiters do not spin; None once ``wait`` is up."""
+
+    def __init__(self, wait: float | None) -> None:
+        self._deadline = None if wait is None else time.monotonic() + wait
+        self._step = _FIRST_POLL
+
+    def next_pause(self) -> float | None:
+        step = self._step
+        if self._deadline is not None and time.monotonic() + step > self._deadline:
+            return None
+        self._step = min(step * 2, _MAX_POLL)
+        return step
+
+
 def _acquire(fd: int, wait: float | None, pause: Callable[[float], object]) -> bool:
-    deadline = None if wait is None else time.monotonic() + wait
-    step = _FIRST_POLL
+    polls = _LockPolls(wait)
     while not _try_lock(fd):
-        if deadline is not None and time.monotonic() + step > deadline:
+        step = polls.next_pause()
+        if step is None:
             return False
         pause(step)
-        step = min(step * 2, _MAX_POLL)
     return True
 
 
 async def _acquire_async(fd: int, wait: float | None) -> bool:
-    deadline = None if wait is None else time.monotonic() + wait
-    step = _FIRST_POLL
+    polls = _LockPolls(wait)
     while not _try_lock(fd):
-        if deadline is not None and time.monotonic() + step > deadline:
+        step = polls.next_pause()
+        if step is None:
             return False
         await asyncio.sleep(step)
-        step = min(step * 2, _MAX_POLL)
     return True
 
 
