@@ -198,10 +198,9 @@ def build() -> None:
     meti_on_conflict_change()
 
 
-if WATCHERS_AVAILABLE and HITL_AVAILABLE and AssetWatcher is not None:
-    build()
+if not WATCHERS_AVAILABLE or AssetWatcher is None:
+    log.warning("meti_on_conflict_change is not defined: this Airflow has no asset watchers.")
+elif not HITL_AVAILABLE:
+    log.warning("meti_on_conflict_change is not defined: %s.", HITL_UNAVAILABLE_REASON)
 else:
-    log.warning(
-        "meti_on_conflict_change is not defined: %s.",
-        HITL_UNAVAILABLE_REASON or "this Airflow has no asset watchers (they came with 3.0)",
-    )
+    build()
