@@ -238,11 +238,14 @@ def test_sources_need_a_valid_token(emulator, headers):
     assert (reply.status_code, reply.json()) == (401, EXPIRED)
 
 
-def test_a_token_expires_after_its_ttl(emulator):
+def test_a_token_expires_after_its_ttl(emulator, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(emulator.state.tokens, "_clock", lambda: now[0])  # the store's clock
     emulator.token_ttl = 0.3
     api = Api(emulator).login()
+    now[0] += 0.29
     assert api.call("GET", "/sources").status_code == 200
-    time.sleep(0.4)
+    now[0] += 0.02
     reply = api.call("GET", "/sources")
     assert (reply.status_code, reply.json()) == (401, EXPIRED)
 
