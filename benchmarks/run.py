@@ -29,6 +29,7 @@ from benchmarks import (
     retry_overhead,
     tokens,
     triggers,
+    watchers,
 )
 from benchmarks.airflow_env import ROOT, quiet_task_logs
 from benchmarks.emulator_process import EmulatorProcess
@@ -43,6 +44,7 @@ SECTIONS: dict[str, Callable[[Any, Sizes], Section]] = {
     "imports": imports.run,
     "retries": retry_overhead.run,
     "triggers": triggers.run,
+    "watchers": watchers.run,
 }
 
 

@@ -28,8 +28,8 @@ EXAMPLE_DAGS = ROOT / "example_dags"
 FIELDS_FILE = EXAMPLE_DAGS / "data" / "fields.geojson"
 DAG_IDS = {"meti_register_sources", "meti_daily_extract", "meti_extract_load", "meti_taskflow"}
 CALLS_NO_METI = {"meti_extract_load"}  # so it has no meti_conn_id param
-if HITL_AVAILABLE:  # before 3.1 the file defines none (see test_example_conflict_review.py)
-    DAG_IDS.add("meti_conflict_review")
+if HITL_AVAILABLE:  # before 3.1 these files define none (see test_example_conflict_review.py)
+    DAG_IDS |= {"meti_conflict_review", "meti_on_conflict_change"}
 OVERLAPPING_FIELDS = ["FIELD-007", "FIELD-008"]
 WAIT_LIMIT = 60.0
 DEFAULT_EXTRACT_DIR = os.environ.get("METI_EXTRACT_DIR", "/tmp/meti_extracts")
