@@ -200,7 +200,7 @@ class HostTokenCache:
             return None
         try:
             return self._usable_token() or self._open_lock()
-        except CacheUnusable as problem:
+        except (CacheUnusable, OSError) as problem:  # any other I/O failure is no reason to fail
             self._disable(str(problem))
             return None
 
@@ -212,7 +212,7 @@ class HostTokenCache:
             return None
         try:
             return self._usable_token()
-        except CacheUnusable as problem:
+        except (CacheUnusable, OSError) as problem:  # any other I/O failure is no reason to fail
             self._disable(str(problem))
             return None
 

@@ -474,3 +474,15 @@ def test_the_cache_holds_no_password_or_client_secret(folder):
     for path in folder.iterdir():
         assert SECRET.encode() not in path.read_bytes()
         assert SECRET not in path.name
+
+
+def test_a_folder_path_through_a_file_means_tokens_of_its_own(tmp_path, caplog):
+    """Any failure of the file system (here ENOTDIR on the first lookup) is no reason for a
+    task to fail: the process asks for tokens of its own."""
+    (tmp_path / "a-file").write_text("")
+
+    cache = process_cache(tmp_path / "a-file" / "airflow-provider-meti")
+    endpoint, warnings = refused_every_time(cache, caplog)
+
+    assert endpoint.requests == 3
+    assert len(warnings) == 1 and "Not a directory" in warnings[0]
