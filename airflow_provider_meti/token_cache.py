@@ -60,8 +60,11 @@ _MAX_REFUSED = 8
 
 
 def default_directory() -> Path:
-    """``$XDG_CACHE_HOME/airflow-provider-meti``, or ``~/.cache/airflow-provider-meti``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """``$XDG_CACHE_HOME/airflow-provider-meti``, or ``~/.cache/airflow-provider-meti``
+    (also when ``XDG_CACHE_HOME`` is relative, which the XDG spec says to ignore)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "airflow-provider-meti"
 
 

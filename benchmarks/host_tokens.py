@@ -414,7 +414,7 @@ def _section(
         ]
     return Section(
         key="host_tokens",
-        title="26. Token requests of one host's task processes (host token cache)",
+        title="9. Token requests of one host's task processes (host token cache)",
         method=_method(host),
         tables=[counts, cost],
         notes=_notes(host, tokens, revoked, costs),

@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks import (
     create,
     extract,
+    host_tokens,
     imports,
     machine,
     per_call,
@@ -45,6 +46,7 @@ SECTIONS: dict[str, Callable[[Any, Sizes], Section]] = {
     "retries": retry_overhead.run,
     "triggers": triggers.run,
     "watchers": watchers.run,
+    "host_tokens": host_tokens.run,
 }
 
 

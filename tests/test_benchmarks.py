@@ -23,6 +23,8 @@ SECTION_TITLES = (
     "## 5. Import cost",
     "## 6. Retry overhead",
     "## 7. 20 deferred sensors on one triggerer",
+    "## 8. ",
+    "## 9. Token requests of one host's task processes (host token cache)",
 )
 
 
@@ -39,7 +41,7 @@ def test_quick_run_produces_every_section(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
     )
     text = report.read_text() if report.exists() else ""
     assert result.returncode == 0, result.stderr[-3000:] + text[-3000:]
@@ -55,6 +57,10 @@ def test_quick_run_produces_every_section(tmp_path):
         "imports",
         "retries",
         "triggers",
+        "watchers",
+        "host_tokens",
     }
     assert sections["tokens"]["data"]["provider_token_requests"] == 1
     assert sections["triggers"]["data"]["variants"]["provider"]["token_requests"] == 1
+    host_tokens = sections["host_tokens"]["data"]["tokens"]
+    assert host_tokens["v1 host token cache (default)"]["tokens"] == 1

@@ -486,3 +486,36 @@ def test_a_folder_path_through_a_file_means_tokens_of_its_own(tmp_path, caplog):
 
     assert endpoint.requests == 3
     assert len(warnings) == 1 and "Not a directory" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("xdg_cache_home", "expected"),
+    [
+        ("/srv/cache", "/srv/cache/airflow-provider-meti"),
+        ("relative/dir", "~/.cache/airflow-provider-meti"),  # the XDG spec: ignore it
+        ("", "~/.cache/airflow-provider-meti"),
+    ],
+)
+def test_the_default_folder_follows_xdg_cache_home(monkeypatch, xdg_cache_home, expected):
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg_cache_home)
+    assert token_cache.default_directory() == Path(os.path.expanduser(expected))
+
+
+def test_the_connection_extras_choose_the_folder_or_turn_the_cache_off(tmp_path):
+    from types import SimpleNamespace
+
+    from airflow_provider_meti.connection import settings_from_connection
+    from airflow_provider_meti.exceptions import MetiConfigError
+
+    def parts(**extras):
+        connection = SimpleNamespace(
+            host="http://127.0.0.1:1", port=None, schema=None, login="a", password="b"
+        )
+        return settings_from_connection(connection, extras=extras)
+
+    assert parts(token_cache_dir=str(tmp_path)).host_token_cache().directory == tmp_path
+    assert parts(token_cache="false").host_token_cache() is None
+    with pytest.raises(MetiConfigError, match="'token_cache_dir' must be an absolute path"):
+        parts(token_cache_dir="tokens")
+    with pytest.raises(MetiConfigError, match="'token_cache' must be true or false"):
+        parts(token_cache="sometimes")
