@@ -393,20 +393,20 @@ def _section(
         cpu = costs[api_version]["ratios"]["cpu_us"]
         targets += [
             Target(
-                f"26. v{api_version} token requests, {host.processes} fresh processes x "
+                f"9. v{api_version} token requests, {host.processes} fresh processes x "
                 f"{host.calls} calls, cache",
                 f"{CACHE_GOAL} (without the cache: {tokens[api_version, False]['tokens']})",
                 str(shared["tokens"]),
                 shared["tokens"] == CACHE_GOAL,
             ),
             Target(
-                f"26. v{api_version} extra token requests after every token is revoked, cache",
+                f"9. v{api_version} extra token requests after every token is revoked, cache",
                 f"≤ {REVOKED_GOAL} (without: {revoked[api_version, False]['tokens_after']})",
                 str(revocation["tokens_after"]),
                 revocation["tokens_after"] <= REVOKED_GOAL,
             ),
             Target(
-                f"26. v{api_version} per-call client CPU after the first call, cache vs none",
+                f"9. v{api_version} per-call client CPU after the first call, cache vs none",
                 f"no measurable change (the range spans 1.00{TIMES})",
                 ratio_text(cpu),
                 cpu.low <= 1.0 <= cpu.high,
