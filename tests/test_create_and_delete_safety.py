@@ -192,7 +192,9 @@ def test_an_interrupted_create_starts_no_new_post_and_reports_what_it_created(
     # had not reached the server when the alarm came is cancelled before sending).
     posts = sent(emulator, "POST /sources")
     assert posts == len(stored)
-    assert 3 <= posts <= len(started) <= 3 + 2 * workers
+    # The 4th POST starts once a worker is free, so at least 4 - workers POSTs were answered
+    # before the alarm (all three with one worker); the others may still be cancelled.
+    assert 4 - workers <= posts <= len(started) <= 3 + 2 * workers
     assert not any(t.name.startswith("meti-create") for t in threading.enumerate())
 
 
