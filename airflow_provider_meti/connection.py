@@ -239,6 +239,8 @@ def _cache_dir_extra(extras: Mapping[str, Any]) -> str | None:
     if value is None:
         return None
     path = os.path.expanduser(str(value).strip())
+    if "\0" in path:
+        raise MetiConfigError("The METI connection extra 'token_cache_dir' holds a NUL byte.")
     if not os.path.isabs(path):
         raise MetiConfigError(
             "The METI connection extra 'token_cache_dir' must be an absolute path "

@@ -47,7 +47,7 @@ from airflow_provider_meti.exceptions import (
 from airflow_provider_meti.retries import CallBudget, is_retryable, may_have_been_processed
 from airflow_provider_meti.session import BearerAuth, new_session
 from airflow_provider_meti.settings import ClientSettings
-from airflow_provider_meti.token_cache import HostTokenCache
+from airflow_provider_meti.token_cache import HostTokenCache, lock_wait
 
 _fast_decode: Callable[[bytes], Any] | None
 try:  # installed with every supported Airflow line; used only when present
@@ -133,7 +133,9 @@ class Transport:
 
         if self._host_cache is None:
             return ask_endpoint()
-        return self._host_cache.obtain(ask_endpoint, wait=budget.wait_limit(self._timeout))
+        return self._host_cache.obtain(
+            ask_endpoint, wait=lock_wait(budget.remaining(), self._timeout)
+        )
 
     def _post_token(self, url: str, name: str, budget: CallBudget) -> IssuedToken:
         path = urlsplit(url).path or "/"

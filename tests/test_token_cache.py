@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,12 +61,19 @@ def folder(tmp_path: Path) -> Path:
 
 
 def process_cache(
-    folder: Path, *, secret: str = SECRET, clock: Callable[[], float] | None = None
+    folder: Path,
+    *,
+    secret: str = SECRET,
+    clock: Callable[[], float] | None = None,
+    boot: Callable[[], tuple[str, float] | None] | None = None,
 ) -> HostTokenCache:
-    """The cache as one more process of the host would open it."""
+    """The cache as one more process of the host would open it; with a test's ``clock``
+    and no ``boot`` clock, on the wall clock alone (as where there is no boot clock)."""
     if clock is None:
         return HostTokenCache(folder, IDENTITY, secret)
-    return HostTokenCache(folder, IDENTITY, secret, wall_clock=clock)
+    return HostTokenCache(
+        folder, IDENTITY, secret, wall_clock=clock, boot_clock=boot or (lambda: None)
+    )
 
 
 def token_files(folder: Path) -> list[Path]:
@@ -178,7 +186,8 @@ def test_a_symlinked_folder_is_refused_once_in_the_log(tmp_path, caplog):
     link = tmp_path / "airflow-provider-meti"
     link.symlink_to(real)
 
-    endpoint, warnings = refused_every_time(process_cache(link), caplog)
+    cache = process_cache(link)
+    endpoint, warnings = refused_every_time(cache, caplog)
 
     assert endpoint.requests == 3, "tokens came from a symlinked folder"
     assert list(real.iterdir()) == []
@@ -206,7 +215,8 @@ def test_a_symlinked_entry_is_refused(folder, tmp_path, caplog):
 
     assert endpoint.requests == 3
     assert target.read_bytes() == b"", "the cache wrote through a symlink"
-    assert len(warnings) == 1 and "symlink" in warnings[0]
+    assert len(warnings) == 1 and "the token file is a symlink" in warnings[0]
+    assert cache.path.stem not in warnings[0], "the name, keyed by the secret, was logged"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -519,3 +529,122 @@ def test_the_connection_extras_choose_the_folder_or_turn_the_cache_off(tmp_path)
         parts(token_cache_dir="tokens")
     with pytest.raises(MetiConfigError, match="'token_cache' must be true or false"):
         parts(token_cache="sometimes")
+    with pytest.raises(MetiConfigError, match="'token_cache_dir' holds a NUL byte"):
+        parts(token_cache_dir="/tmp/x\0y")
+
+
+class BootClock:
+    """The host's boot clock, as the test sets it."""
+
+    def __init__(self, boot_id: str = "boot-1", seconds: float = 100.0) -> None:
+        self.boot_id, self.seconds = boot_id, seconds
+
+    def __call__(self) -> tuple[str, float]:
+        return self.boot_id, self.seconds
+
+
+def test_on_the_boot_clock_a_wall_clock_set_back_cannot_serve_an_expired_token(folder):
+    wall, boot = Clock(), BootClock()
+    process_cache(folder, clock=wall, boot=boot).obtain(Endpoint("old", 600).fetch, wait=5)
+
+    boot.seconds += 700  # expired 100 s ago...
+    wall.now -= 1000  # ...and the wall clock was set back past its issue time + expires_in
+    endpoint = Endpoint("new")
+    assert process_cache(folder, clock=wall, boot=boot).obtain(endpoint.fetch, wait=5).value == (
+        "new-1"
+    )
+
+
+def test_on_the_boot_clock_a_wall_clock_jump_does_not_cost_a_valid_token(folder):
+    wall, boot = Clock(), BootClock()
+    process_cache(folder, clock=wall, boot=boot).obtain(Endpoint("kept", 600).fetch, wait=5)
+
+    boot.seconds += 100
+    wall.now -= 3600  # the wall clock jumps back an hour; the token is still 100 s old
+    taken = process_cache(folder, clock=wall, boot=boot).obtain(Endpoint("never").fetch, wait=5)
+    assert (taken.value, taken.expires_in) == ("kept-1", 500)
+
+
+def test_after_a_reboot_the_wall_clock_decides(folder):
+    wall, boot = Clock(), BootClock()
+    process_cache(folder, clock=wall, boot=boot).obtain(Endpoint("kept", 600).fetch, wait=5)
+
+    rebooted = BootClock("boot-2", seconds=5.0)
+    wall.now += 100
+    taken = process_cache(folder, clock=wall, boot=rebooted).obtain(Endpoint("x").fetch, wait=5)
+    assert (taken.value, taken.expires_in) == ("kept-1", 500)
+    wall.now += 500
+    assert (
+        process_cache(folder, clock=wall, boot=rebooted)
+        .obtain(Endpoint("renewed").fetch, wait=5)
+        .value
+        == "renewed-1"
+    )
+
+
+def test_missing_parent_folders_are_created_0700(tmp_path):
+    folder = tmp_path / "home" / ".cache" / "airflow-provider-meti"
+    process_cache(folder).obtain(Endpoint().fetch, wait=5)
+
+    for path in (tmp_path / "home", tmp_path / "home" / ".cache", folder):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+
+
+def test_a_token_file_readable_by_others_is_refused(folder, caplog):
+    process_cache(folder).obtain(Endpoint().fetch, wait=5)
+    process_cache(folder).path.chmod(0o644)
+
+    endpoint, warnings = refused_every_time(process_cache(folder), caplog)
+
+    assert endpoint.requests == 3
+    assert len(warnings) == 1 and "the token file is readable by group or others" in warnings[0]
+
+
+def test_a_failing_lock_means_tokens_of_its_own(folder, caplog, monkeypatch):
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # as on a network file system without locks
+    endpoint, warnings = refused_every_time(process_cache(folder), caplog)
+
+    assert endpoint.requests == 3
+    assert len(warnings) == 1 and "cannot lock: No locks available" in warnings[0]
+
+
+def test_each_reason_is_warned_once_per_process_not_once_per_client(tmp_path, caplog):
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "airflow-provider-meti"
+    link.symlink_to(real)
+
+    with caplog.at_level(logging.WARNING, logger=token_cache.__name__):
+        for _ in range(3):  # three hooks' clients of one process
+            process_cache(link).obtain(Endpoint().fetch, wait=5)
+
+    assert len([r for r in caplog.records if r.name == token_cache.__name__]) == 1
+
+
+def test_a_child_forked_while_the_lock_was_held_does_not_keep_it(folder):
+    children: list[int] = []
+
+    def fetch_and_fork() -> IssuedToken:
+        pid = os.fork()
+        if pid == 0:  # the child: lives on with a copy of the lock's descriptor
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+        return IssuedToken("parent-token", 3600)
+
+    try:
+        process_cache(folder).obtain(fetch_and_fork, wait=5)
+        lock = os.open(process_cache(folder).path.with_suffix(".lock"), os.O_RDWR)
+        try:
+            assert token_cache._try_lock(lock), "the forked child still holds the host lock"
+        finally:
+            os.close(lock)
+    finally:
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)

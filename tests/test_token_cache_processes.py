@@ -203,3 +203,41 @@ def test_the_triggerer_s_async_client_shares_the_workers_token(
 
     assert token_requests(emulator) == 1
     assert issued_tokens == [value]
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@v1_only
+def test_a_stuck_lock_holder_leaves_the_call_time_to_fetch_a_token_of_its_own(
+    emulator, meti_connection
+):
+    """Another process holds the host lock and never lets go (stopped, hung): the call
+    waits for at most half its budget, then asks METI itself instead of failing."""
+    from airflow_provider_meti.hooks.meti import MetiHook, client_settings_from_connection
+
+    meti_connection(extra={"max_retry_time": 2, "timeout": 1})
+    parts = client_settings_from_connection(MetiHook.get_connection("meti_default"))
+    cache = parts.host_token_cache()
+    assert cache is not None
+    cache.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(cache.path.with_suffix(".lock"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        token = MetiHook("meti_default").get_token()
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+    assert token and token_requests(emulator) == 1
+    assert not list(cache.path.parent.glob("*.token")), "stored without holding the lock"

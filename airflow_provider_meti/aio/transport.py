@@ -31,7 +31,7 @@ from airflow_provider_meti.auth import IssuedToken, TokenSource, token_payload
 from airflow_provider_meti.exceptions import MetiApiError, MetiConnectionError
 from airflow_provider_meti.retries import AsyncCallBudget
 from airflow_provider_meti.settings import ClientSettings
-from airflow_provider_meti.token_cache import HostTokenCache
+from airflow_provider_meti.token_cache import HostTokenCache, lock_wait
 from airflow_provider_meti.transport import json_body, raise_for_reply, request_name, retry_rule
 
 
@@ -99,7 +99,7 @@ class AsyncTransport:
         if self._host_cache is None:
             return await ask_endpoint()
         return await self._host_cache.aobtain(
-            ask_endpoint, wait=budget.wait_limit(self.settings.timeout)
+            ask_endpoint, wait=lock_wait(budget.remaining(), self.settings.timeout)
         )
 
     async def _post_token(self, url: str, name: str, budget: AsyncCallBudget) -> IssuedToken:
