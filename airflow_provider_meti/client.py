@@ -40,6 +40,7 @@ from airflow_provider_meti.transport import Transport, request_name
 
 _read_raw_page: Callable[[bytes], tuple[list[dict[str, Any]], int | None] | None] | None
 try:  # installed with every supported Airflow line; without it every page is decoded
+    from airflow_provider_meti.raw_pages import detached
     from airflow_provider_meti.raw_pages import read_raw_page as _read_raw_page
 except ImportError:  # pragma: no cover
     _read_raw_page = None
@@ -196,7 +197,9 @@ class MetiClient:
                 )
             if page:
                 yield page
-                previous_first = first
+                # A raw source's values point into its reply body: kept as they are, the
+                # previous page's whole body would stay alive during the next fetch.
+                previous_first = detached(first) if raw and _read_raw_page else first
             # Let go of this page before asking for the next: one page in memory, not two.
             del page
             offset += count

@@ -73,3 +73,14 @@ def read_raw_page(content: bytes) -> tuple[RawPage, int | None] | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return None
+
+
+def detached(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``source`` whose ``msgspec.Raw`` values own their bytes: a value decoded as
+    ``Raw`` holds on to the whole reply it was read from."""
+    if source is None:
+        return None
+    return {
+        key: value.copy() if isinstance(value, msgspec.Raw) else value
+        for key, value in source.items()
+    }
