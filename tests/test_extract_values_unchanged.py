@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +23,7 @@ from airflow_provider_meti.auth import EmailPasswordAuth
 from airflow_provider_meti.client import MetiClient
 from airflow_provider_meti.operators.meti import MetiListSourcesOperator
 from airflow_provider_meti.outputs.features import write_features
-from airflow_provider_meti.raw_pages import RawPage
+from airflow_provider_meti.raw_pages import RawPage, detached, read_raw_page
 from airflow_provider_meti.replies import unwrap_page
 from airflow_provider_meti.settings import ClientSettings
 from tests.airflow_context import make_context
@@ -193,3 +194,14 @@ def test_geoparquet_reads_back_as_today(scripted_connection, tmp_path):
     write_geoparquet(expected, pages)
     expected.seek(0)
     assert pq.read_table(target).equals(pq.read_table(expected))
+
+
+def test_a_detached_source_keeps_no_reference_to_its_reply():
+    body = b'[{"id": "src_1", "geojson": {"type": "Polygon", "coordinates": []}}]'
+    unread = sys.getrefcount(body)
+    read = read_raw_page(body)
+    assert read is not None and sys.getrefcount(body) > unread  # Raw values point into it
+    kept = detached(read[0][0])
+    del read
+    assert sys.getrefcount(body) == unread
+    assert bytes(kept["geojson"]) == b'{"type": "Polygon", "coordinates": []}'
