@@ -38,6 +38,13 @@ from airflow_provider_meti.source_fields import (
 from airflow_provider_meti.token_cache import HostTokenCache
 from airflow_provider_meti.transport import Transport, request_name
 
+_read_raw_page: Callable[[bytes], tuple[list[dict[str, Any]], int | None] | None] | None
+try:  # installed with every supported Airflow line; without it every page is decoded
+    from airflow_provider_meti.raw_pages import detached
+    from airflow_provider_meti.raw_pages import read_raw_page as _read_raw_page
+except ImportError:  # pragma: no cover
+    _read_raw_page = None
+
 __all__ = ["ClientSettings", "MetiClient"]
 
 log = logging.getLogger(__name__)
@@ -145,18 +152,39 @@ class MetiClient:
         query = {key: value for key, value in filters.items() if value is not None}
         return self._pages(query, page_size, self._transport.new_budget)
 
+    def iter_raw_source_pages(
+        self, *, page_size: int = 100, **filters: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages as ``iter_source_pages`` fetches them, for a writer that copies sources
+        through: a page msgspec can read as it is comes as a ``raw_pages.RawPage``, each
+        source's values still JSON text (``msgspec.Raw``, names not yet normalised); any
+        other page as decoded sources."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise MetiConfigError(f"page_size must be a positive integer, got {page_size!r}.")
+        query = {key: value for key, value in filters.items() if value is not None}
+        return self._pages(query, page_size, self._transport.new_budget, raw=True)
+
     def _pages(
-        self, query: Mapping[str, Any], page_size: int, budget_for_page: Callable[[], CallBudget]
+        self,
+        query: Mapping[str, Any],
+        page_size: int,
+        budget_for_page: Callable[[], CallBudget],
+        *,
+        raw: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         offset = 0
         previous_first: dict[str, Any] | None = None
         path = self.api.sources_path
         while True:
             params = {**query, "limit": page_size, "offset": offset}
-            # No name for the reply body: it would keep this page alive during the next fetch.
-            page, total = unwrap_page(
-                self._transport.request("GET", path, budget_for_page(), params=params)
-            )
+            if raw and _read_raw_page is not None:
+                page, total = self._raw_page(path, budget_for_page(), params)
+            else:
+                # No name for the reply body: it would keep this page alive during the next
+                # fetch.
+                page, total = unwrap_page(
+                    self._transport.request("GET", path, budget_for_page(), params=params)
+                )
             # Paging goes on past short pages, so a server that ignores 'offset' must be caught
             # by what it repeats: the whole first source, as sources may lack an 'id'.
             first, count = (page[0] if page else None), len(page)
@@ -169,12 +197,23 @@ class MetiClient:
                 )
             if page:
                 yield page
-                previous_first = first
+                # A raw source's values point into its reply body: kept as they are, the
+                # previous page's whole body would stay alive during the next fetch.
+                previous_first = detached(first) if raw and _read_raw_page else first
             # Let go of this page before asking for the next: one page in memory, not two.
             del page
             offset += count
             if count == 0 or (total is not None and offset >= total):
                 return
+
+    def _raw_page(
+        self, path: str, budget: CallBudget, params: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        reply = self._transport.request_reply("GET", path, budget, params=params)
+        read = _read_raw_page(reply.content) if reply.content and _read_raw_page else None
+        if read is not None:
+            return read
+        return unwrap_page(self._transport.parse_json(reply, "GET", path))
 
     def create_sources(
         self,

@@ -169,12 +169,25 @@ class Transport:
         the server cannot have acted on them (connection refused, 429, 503).
         """
         method = method.upper()
-        response = budget.run(
+        response = self.request_reply(method, endpoint, budget, params=params, json=json)
+        return self.parse_json(response, method, endpoint)
+
+    def request_reply(
+        self,
+        method: str,
+        endpoint: str,
+        budget: CallBudget,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> requests.Response:
+        """Like ``request``, but the successful reply itself, its body not yet parsed."""
+        method = method.upper()
+        return budget.run(
             request_name(method, endpoint, params),
             lambda: self.send(method, endpoint, budget, params=params, json=json),
             retry_if=retry_rule(method),
         )
-        return self.parse_json(response, method, endpoint)
 
     def send(
         self,

@@ -66,11 +66,51 @@ def _extract_with_limit(base_url: str, page_size: int, output: Path) -> int:
         return write_ndjson(client.pages(page_size), handle)
 
 
+def _extract_tight(base_url: str, page_size: int, output: Path) -> int:
+    from benchmarks.limit_client import TightClient, write_ndjson_tight
+
+    with output.open("wb") as handle:
+        return write_ndjson_tight(TightClient(base_url).pages(page_size), handle)
+
+
+def _extract_msgspec_loop(base_url: str, page_size: int, output: Path) -> int:
+    from benchmarks.limit_client import TightClient, write_ndjson_msgspec
+
+    with output.open("wb") as handle:
+        return write_ndjson_msgspec(TightClient(base_url).pages(page_size), handle)
+
+
+def _serve_only(base_url: str, page_size: int, output: Path) -> int:
+    from benchmarks.limit_client import TightClient, read_only
+
+    output.write_bytes(b"")
+    return read_only(TightClient(base_url), page_size)
+
+
+class _CollectorClock:
+    """The collector's time and collections, through ``gc.callbacks`` (removed on stop)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+
 EXTRACTS = {
     "provider": _extract_with_provider,
     # The same operator writing GeoParquet: the output path's .parquet suffix chooses it.
     "provider_parquet": _extract_with_provider,
-    "limit": _extract_with_limit,
+    "limit": _extract_with_limit,  # the naive loop
+    "tight": _extract_tight,
+    "msgspec_loop": _extract_msgspec_loop,
+    "serve_only": _serve_only,
     "limit_bare": _extract_with_limit,  # the same loop in a process without Airflow
     # With tracemalloc: the peak of Python's own heap, which allocator noise cannot blur
     # (but slower, so these runs are not timed).
@@ -132,9 +172,14 @@ def main(argv: list[str]) -> int:
     traced = variant.endswith("_traced")
     if traced:
         tracemalloc.start()
+    collector = _CollectorClock()
+    gc.callbacks.append(collector)
     cpu, wall = time.process_time(), time.perf_counter()
-    count = EXTRACTS[variant](base_url, int(page_size), Path(output))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    try:
+        count = EXTRACTS[variant](base_url, int(page_size), Path(output))
+    finally:
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        gc.callbacks.remove(collector)
     python_peak = tracemalloc.get_traced_memory()[1] // 1024 if traced else None
     measured: dict[str, Any] = {
         "python_heap_peak_kib": python_peak,
@@ -142,6 +187,8 @@ def main(argv: list[str]) -> int:
         "count": count,
         "wall": wall,
         "cpu": cpu,
+        "gc_seconds": collector.seconds,
+        "gc_collections": collector.collections,
         "rss_after_imports_kib": rss_before,
         "rss_peak_kib": _memory_kib("VmHWM"),
         "bytes": Path(output).stat().st_size,

@@ -1,7 +1,11 @@
-"""The limit: a hand-written loop over one ``requests.Session`` with a fixed bearer header.
+"""Loops the provider is measured against.
 
-No retries, no token renewal, no validation: the least work a correct-on-a-good-day client
-does. The provider is measured against it.
+``LimitClient`` is the naive loop: one ``requests.Session`` that keeps ``trust_env=True``
+(each request rescans the environment and netrc), stdlib ``json`` decoding, one
+``json.dumps`` a line. ``TightClient`` is the honest requests limit (environment resolved
+once, msgspec decoding, one page alive); ``Urllib3Client`` the per-call limit below
+requests; ``read_only`` the serve-only ceiling of an extract. None retries, renews tokens
+or validates.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from benchmarks.emulator_process import EMAIL, PASSWORD
 
 
 class LimitClient:
-    """One session, one token fetched up front, the header set once."""
+    """The naive loop: one session, one token fetched up front, the header set once."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -72,3 +76,133 @@ def write_ndjson(pages: Iterator[list[dict[str, Any]]], handle: IO[str]) -> int:
             handle.write(json.dumps(feature, ensure_ascii=False, separators=(",", ":")) + "\n")
         count += len(page)
     return count
+
+
+class TightClient:
+    """The fastest honest loop over ``requests``: the environment (proxies) resolved once,
+    then ``trust_env=False`` so no request rescans it or netrc; msgspec decoding."""
+
+    def __init__(self, base_url: str) -> None:
+        import msgspec
+
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.session.proxies.update(requests.utils.get_environ_proxies(base_url))
+        self.session.trust_env = False
+        self._decode = msgspec.json.Decoder().decode
+        response = self.session.post(
+            f"{base_url}/token", json={"email": EMAIL, "password": PASSWORD}, timeout=30
+        )
+        response.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {response.json()['token']}"
+
+    def get_source(self, source_id: str) -> Any:
+        response = self.session.get(
+            f"{self.base_url}/sources/", params={"id": source_id}, timeout=30
+        )
+        response.raise_for_status()
+        return self._decode(response.content)
+
+    def page_bodies(self, page_size: int) -> Iterator[bytes]:
+        """The raw bodies of ``GET /sources`` until a short page (no decoding)."""
+        import msgspec
+
+        count_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+        offset = 0
+        while True:
+            response = self.session.get(
+                f"{self.base_url}/sources",
+                params={"limit": page_size, "offset": offset},
+                timeout=30,
+            )
+            response.raise_for_status()
+            body = response.content
+            del response
+            count = len(count_items(body))
+            yield body
+            offset += count
+            if count < page_size:
+                return
+
+    def pages(self, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        for body in self.page_bodies(page_size):
+            page = self._decode(body)
+            del body  # one page alive, not two
+            yield page
+            del page
+
+
+class Urllib3Client:
+    """The per-call limit below ``requests``: one ``urllib3`` pool, a fixed header."""
+
+    def __init__(self, base_url: str) -> None:
+        import msgspec
+        import urllib3
+
+        self.base_url = base_url
+        self.pool = urllib3.PoolManager(maxsize=1)
+        self._decode = msgspec.json.Decoder().decode
+        response = self.pool.request(
+            "POST",
+            f"{base_url}/token",
+            body=json.dumps({"email": EMAIL, "password": PASSWORD}),
+            headers={"Content-Type": "application/json"},
+        )
+        self.headers = {"Authorization": f"Bearer {json.loads(response.data)['token']}"}
+
+    def get_source(self, source_id: str) -> Any:
+        response = self.pool.request(
+            "GET", f"{self.base_url}/sources/", fields={"id": source_id}, headers=self.headers
+        )
+        if response.status >= 400:
+            raise RuntimeError(f"GET source: {response.status}")
+        return self._decode(response.data)
+
+
+def feature_of(source: dict[str, Any]) -> dict[str, Any]:
+    properties = dict(source)
+    properties.pop("id", None)
+    properties.pop("geojson", None)
+    return {
+        "type": "Feature",
+        "id": source.get("id"),
+        "geometry": source.get("geojson"),
+        "properties": properties,
+    }
+
+
+def write_ndjson_tight(pages: Iterator[list[dict[str, Any]]], handle: IO[bytes]) -> int:
+    """The tight loop: one reused compact stdlib encoder, one write a page."""
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    count = 0
+    for page in pages:
+        if page:
+            handle.write(("\n".join(encode(feature_of(s)) for s in page) + "\n").encode())
+        count += len(page)
+        del page
+    return count
+
+
+def write_ndjson_msgspec(pages: Iterator[list[dict[str, Any]]], handle: IO[bytes]) -> int:
+    """The same loop encoding with one ``msgspec.json.Encoder`` into one buffer a page."""
+    import msgspec
+
+    encoder = msgspec.json.Encoder()
+    count = 0
+    for page in pages:
+        buffer = bytearray()
+        for source in page:
+            encoder.encode_into(feature_of(source), buffer, -1)
+            buffer += b"\n"
+        handle.write(buffer)
+        count += len(page)
+        del page, buffer
+    return count
+
+
+def read_only(client: TightClient, page_size: int) -> int:
+    """The serve-only ceiling: fetch and split every page, write nothing."""
+    import msgspec
+
+    count_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+    return sum(len(count_items(body)) for body in client.page_bodies(page_size))

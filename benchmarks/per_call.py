@@ -1,4 +1,5 @@
-"""Section 1: the cost of one ``get_source`` call, the provider against three baselines."""
+"""Section 1: the cost of one ``get_source`` call, the provider against two limits (requests
+with the environment resolved once, and urllib3), the naive loop and two peers."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from collections.abc import Callable
 from benchmarks import seed_snippet
 from benchmarks.airflow_env import define_http_connection, define_meti_connection
 from benchmarks.emulator_process import EmulatorProcess
-from benchmarks.limit_client import LimitClient
+from benchmarks.limit_client import LimitClient, TightClient, Urllib3Client
 from benchmarks.measure import TIMES, Spread, ratio_text, rotated, timed
 from benchmarks.peer_http import PeerHttpHook
 from benchmarks.results import Section, Table, Target
 from benchmarks.sizes import Sizes
 
 PROVIDER = "provider: MetiHook.get_source"
-LIMIT = "limit: one Session, fixed header"
+LIMIT = "limit: one Session, trust_env=False, msgspec"
+URLLIB3 = "urllib3 limit: one pool, msgspec"
+NAIVE = "naive loop: one Session, trust_env=True, json"
 SNIPPET = "seed snippet: requests.get, global token"
 PEER = "peer: HttpHook.run"
 PEER_RETRY = "peer: HttpHook.run_with_advanced_retry"
@@ -26,12 +29,16 @@ def _variants(emulator: EmulatorProcess, source_id: str) -> dict[str, Callable[[
     from airflow_provider_meti.hooks.meti import MetiHook
 
     hook = MetiHook(define_meti_connection(emulator.url))
-    limit = LimitClient(emulator.url)
+    limit = TightClient(emulator.url)
+    floor = Urllib3Client(emulator.url)
+    naive = LimitClient(emulator.url)
     seed_snippet.configure(emulator.url)
     peer = PeerHttpHook(define_http_connection(emulator.url))
     return {
         PROVIDER: lambda: hook.get_source(source_id),
         LIMIT: lambda: limit.get_source(source_id),
+        URLLIB3: lambda: floor.get_source(source_id),
+        NAIVE: lambda: naive.get_source(source_id),
         SNIPPET: lambda: seed_snippet.get_source(source_id),
         PEER: lambda: peer.get_source(source_id),
         PEER_RETRY: lambda: peer.get_source_with_retry(source_id),
@@ -86,6 +93,7 @@ def _section(
             "CPU vs limit",
             "wall µs/call",
             "wall vs limit",
+            "CPU vs urllib3 limit",
             "emulator CPU µs/call",
         ]
     )
@@ -97,10 +105,12 @@ def _section(
                 ratio_text(_per_round_ratios(cpu, name, LIMIT)),
                 Spread.of(wall[name]).text(),
                 ratio_text(_per_round_ratios(wall, name, LIMIT)),
+                ratio_text(_per_round_ratios(cpu, name, URLLIB3)),
                 Spread.of(server[name]).text() if server[name] else "n/a",
             ]
         )
     cpu_ratio = _per_round_ratios(cpu, PROVIDER, LIMIT)
+    urllib3_ratio = _per_round_ratios(cpu, PROVIDER, URLLIB3)
     provider_cpu, provider_wall = Spread.of(cpu[PROVIDER]), Spread.of(wall[PROVIDER])
     slower_rivals = [
         name
@@ -119,6 +129,12 @@ def _section(
             cpu_ratio.median <= CPU_TARGET,
         ),
         Target(
+            "1. per-call client CPU, provider vs urllib3 limit",
+            "reported",
+            ratio_text(urllib3_ratio),
+            True,
+        ),
+        Target(
             "1. provider faster than peer and seed snippet (CPU and wall)",
             "faster",
             f"CPU {ratio_text(_per_round_ratios(cpu, PROVIDER, fastest_rival))} of the "
@@ -135,8 +151,11 @@ def _section(
             "round) after a warm-up of "
             f"{WARM_UP_CALLS} calls each. Client CPU is `time.process_time()` of the benchmark "
             "process; emulator CPU is read from `/proc` for the emulator process. Ratios are "
-            "the median (and range) of the per-round ratios. The limit and the provider keep "
-            "one connection open; the seed snippet and `HttpHook.run()` open a new TCP "
+            "the median (and range) of the per-round ratios. The limit resolves the "
+            "environment's proxies once and then sets `trust_env=False` (the naive loop keeps "
+            "`trust_env=True`, so each request rescans the environment and netrc, and decodes "
+            "with stdlib `json`). The limits, the naive loop and the provider keep one "
+            "connection open; the seed snippet and `HttpHook.run()` open a new TCP "
             "connection per call (HttpHook also builds a new Session and reads the connection "
             "from the environment on every call)."
         ),

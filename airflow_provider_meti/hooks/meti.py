@@ -147,6 +147,15 @@ class MetiHook(BaseHook):
         lineage.report_read(self, client.settings.base_url)
         return client.iter_source_pages(page_size=page_size, **filters)
 
+    def iter_raw_source_pages(
+        self, *, page_size: int = 100, **filters: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages for a writer that copies sources through (see
+        ``MetiClient.iter_raw_source_pages``); reported to hook lineage as a read."""
+        client = self.get_conn()
+        lineage.report_read(self, client.settings.base_url)
+        return client.iter_raw_source_pages(page_size=page_size, **filters)
+
     def create_sources(
         self,
         feature_collection: Mapping[str, Any] | ValidFeatureCollection,

@@ -408,9 +408,12 @@ class MetiListSourcesOperator(MetiHookMixin, BaseOperator):
             output_format = resolve_output_format(self.output_path, self.output_format or None)
             require_writer(output_format)
         self.log.info("Listing METI sources (filters: %s)", query or "none")
-        pages = ProgressLog(self.log).follow(
-            self.hook.iter_source_pages(page_size=self.page_size, **query)
+        # GeoParquet and XCom need every value decoded; NDJSON and GeoJSON copy most through.
+        copied_through = output_format in ("ndjson", "geojson")
+        iter_pages = (
+            self.hook.iter_raw_source_pages if copied_through else self.hook.iter_source_pages
         )
+        pages = ProgressLog(self.log).follow(iter_pages(page_size=self.page_size, **query))
         if self.output_path and output_format:
             result = self._write(self.output_path, pages, output_format)
             self.written_path, self.written_format = self.output_path, output_format

@@ -7,7 +7,13 @@ from typing import IO, Any
 
 from airflow_provider_meti.outputs.json_text import compact_json
 
-__all__ = ["FEATURE_COLLECTION_EXTENSIONS", "compact_json", "source_to_feature", "write_features"]
+__all__ = [
+    "FEATURE_COLLECTION_EXTENSIONS",
+    "compact_json",
+    "source_to_feature",
+    "write_feature_bytes",
+    "write_features",
+]
 
 FEATURE_COLLECTION_EXTENSIONS = (".geojson", ".json")
 """``output_path`` suffixes written as one FeatureCollection; anything else is NDJSON."""
@@ -67,3 +73,48 @@ def write_features(
     if as_collection:
         handle.write("\n]}\n")
     return count
+
+
+def write_feature_bytes(
+    handle: IO[bytes], pages: Iterable[list[dict[str, Any]]], *, as_collection: bool
+) -> int:
+    """``write_features`` as UTF-8 bytes; a ``raw_pages.RawPage`` is written with its values
+    copied as the server sent them (see ``raw_features``), any other page as decoded.
+
+    :param handle: a binary file open for writing
+    :param pages: lists of sources, decoded or raw
+    :param as_collection: one FeatureCollection document instead of one Feature per line
+    """
+    count = 0
+    separator = b",\n" if as_collection else b"\n"
+    if as_collection:
+        handle.write(b'{"type": "FeatureCollection", "features": [\n')
+    for page in pages:
+        if not page:
+            continue
+        buffer = bytearray(b",\n" if as_collection and count else b"")
+        if _is_raw(page):
+            from airflow_provider_meti.outputs.raw_features import encode_raw_features
+
+            encode_raw_features(page, buffer, separator)
+        else:
+            buffer += separator.join(
+                compact_json(source_to_feature(source)).encode() for source in page
+            )
+        if not as_collection:
+            buffer += b"\n"
+        handle.write(buffer)
+        count += len(page)
+        # Let go of this page before the next is fetched: one page in memory, not two.
+        del page, buffer
+    if as_collection:
+        handle.write(b"\n]}\n")
+    return count
+
+
+def _is_raw(page: list[dict[str, Any]]) -> bool:
+    try:
+        from airflow_provider_meti.raw_pages import RawPage
+    except ImportError:  # pragma: no cover - no msgspec, so no raw pages either
+        return False
+    return isinstance(page, RawPage)

@@ -13,7 +13,10 @@ from typing import Any
 
 from airflow_provider_meti._compat import ObjectStoragePath
 from airflow_provider_meti.exceptions import MetiConfigError
-from airflow_provider_meti.outputs.features import FEATURE_COLLECTION_EXTENSIONS, write_features
+from airflow_provider_meti.outputs.features import (
+    FEATURE_COLLECTION_EXTENSIONS,
+    write_feature_bytes,
+)
 from airflow_provider_meti.outputs.files import open_output, suffix
 
 OUTPUT_FORMATS = ("ndjson", "geojson", "parquet")
@@ -76,7 +79,7 @@ def write_extract(
     """Stream ``pages`` of sources to ``output_path``; return the path written and the count.
 
     :param output_path: local path, ``file://`` URL or ``ObjectStoragePath`` (URL)
-    :param pages: lists of sources
+    :param pages: lists of sources; for NDJSON and GeoJSON also ``raw_pages.RawPage``
     :param output_format: a resolved format (see ``resolve_output_format``)
     """
     if output_format == "parquet":
@@ -85,6 +88,6 @@ def write_extract(
         with open_output(output_path, binary=True) as (handle, shown_path):
             count = write_geoparquet(handle, pages)
         return shown_path, count
-    with open_output(output_path) as (handle, shown_path):
-        count = write_features(handle, pages, as_collection=output_format == "geojson")
+    with open_output(output_path, binary=True) as (handle, shown_path):
+        count = write_feature_bytes(handle, pages, as_collection=output_format == "geojson")
     return shown_path, count
