@@ -156,6 +156,15 @@ def test_cancelling_a_trigger_cancels_its_request_at_once_and_uses_no_thread(
         # A first wait does what is done once per process or token (connection lookup
         # machinery, token masking), so that the second one shows what a check costs.
         await events_of(trigger(source_id))
+        # Until every thread of the loop's default executor is idle again: a worker releases
+        # its idle mark only after the awaiting coroutine was woken, and a submit that comes
+        # first makes the executor start one more thread (on a loaded machine it does).
+        executor = asyncio.get_running_loop()._default_executor  # type: ignore[attr-defined]
+        if executor is not None:
+            await until(
+                lambda: executor._idle_semaphore._value >= len(executor._threads),
+                what="the executor idle",
+            )
         before = client_threads()
         emulator.set_faults(rate=1.0, kinds=["latency"], latency=600, methods=["GET"])
         hanging = asyncio.create_task(events_of(trigger(source_id)))
