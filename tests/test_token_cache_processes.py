@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.api_versions import SECRETS, v1_only
+from tests.test_token_cache import start_lock_holder
 
 WORKER = """
 import sys
@@ -205,15 +206,6 @@ def test_the_triggerer_s_async_client_shares_the_workers_token(
     assert issued_tokens == [value]
 
 
-LOCK_HOLDER = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
 @v1_only
 def test_a_stuck_lock_holder_leaves_the_call_time_to_fetch_a_token_of_its_own(
     emulator, meti_connection
@@ -227,13 +219,8 @@ def test_a_stuck_lock_holder_leaves_the_call_time_to_fetch_a_token_of_its_own(
     cache = parts.host_token_cache()
     assert cache is not None
     cache.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(cache.path.with_suffix(".lock"))],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = start_lock_holder(cache.path.with_suffix(".lock"))
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         token = MetiHook("meti_default").get_token()
     finally:
         holder.kill()
