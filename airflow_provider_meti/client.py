@@ -19,12 +19,20 @@ from airflow_provider_meti.auth import TokenSource
 from airflow_provider_meti.create import (
     Batch,
     BatchCreator,
+    CreateProgress,
+    Resume,
     find_stored,
     lanes_of_batches,
+    partial_error,
     unconfirmed_error,
 )
 from airflow_provider_meti.create_errors import named_rejection
-from airflow_provider_meti.exceptions import MetiApiError, MetiConfigError, MetiNotFoundError
+from airflow_provider_meti.exceptions import (
+    MetiApiError,
+    MetiConfigError,
+    MetiNotFoundError,
+    MetiPartialCreateError,
+)
 from airflow_provider_meti.lanes import overlap_lanes
 from airflow_provider_meti.replies import created_ids, source_object, unwrap_page
 from airflow_provider_meti.retries import CallBudget, may_have_been_processed
@@ -223,6 +231,8 @@ class MetiClient:
         max_workers: int | None = None,
         skip_existing: bool = False,
         source_fields: Mapping[str, Any] | None = None,
+        resume: Resume | None = None,
+        progress: CreateProgress | None = None,
     ) -> list[dict[str, str]]:
         """Register every feature; return one ``{"id", "alt_id"}`` per feature, in input order.
 
@@ -244,17 +254,22 @@ class MetiClient:
             ``attribute_type``, ``tags``: lists of text; ``outcome_reporting_year``: int). A
             feature's ``properties`` may hold the same names, which win for that feature;
             features are sent grouped by their fields, one POST (or series) per group.
+        :param resume: what an earlier try recorded: those features are not sent again, and
+            only its features in doubt are looked up (instead of ``skip_existing``'s scan)
+        :param progress: told before each POST and after each answer is read
         """
         features = list(geojson.validated(feature_collection).features)
         fields = self._fields_by_alt_id(features, source_fields)
         size = self.api.batch_size(batch_size)
         results: dict[str, dict[str, str]] = {}
         pending = features
-        if skip_existing:
+        if resume is not None:
+            results.update(self._resumed(features, resume, progress))
+        elif skip_existing:
             results.update(self.find_existing_features(features))
+        if results:
             pending = [feature for feature in features if feature["id"] not in results]
-            if results:
-                log.info("%d of %d features already exist in METI", len(results), len(features))
+            log.info("%d of %d features already exist in METI", len(results), len(features))
         lanes = self._lanes(pending, fields, size)
         creator = BatchCreator(
             post=self._post_features,
@@ -262,6 +277,7 @@ class MetiClient:
             new_budget=self._transport.new_budget,
             total=len(features),
             already=results,
+            progress=progress,
         )
         workers = max_workers if max_workers is not None else self.settings.max_workers
         results.update(creator.run(lanes, workers))
@@ -361,6 +377,30 @@ class MetiClient:
         if unconfirmed:
             raise unconfirmed_error(existing, unconfirmed, len(features))
         return existing
+
+    def _resumed(
+        self,
+        features: Sequence[Mapping[str, Any]],
+        resume: Resume,
+        progress: CreateProgress | None,
+    ) -> dict[str, dict[str, str]]:
+        """The features an earlier try stored: those it recorded, and those of its POSTs in
+        flight that the listing shows (looked up here, and only these)."""
+        wanted = {feature["id"] for feature in features}
+        known = {alt_id: ids for alt_id, ids in resume.recorded.items() if alt_id in wanted}
+        in_doubt = set(resume.in_doubt) - known.keys()
+        doubtful = [feature for feature in features if feature["id"] in in_doubt]
+        if doubtful:
+            log.info("Looking up %d features whose create was in flight", len(doubtful))
+            try:
+                found = self.find_existing_features(doubtful)
+            except MetiPartialCreateError as error:
+                stored = {**known, **{item["alt_id"]: item for item in error.created}}
+                raise partial_error(error, stored, len(features)) from error
+            known.update(found)
+            if progress is not None and found:
+                progress.stored(found)
+        return known
 
     def _look_up(
         self, features: Sequence[Mapping[str, Any]], budget_for_page: Callable[[], CallBudget]

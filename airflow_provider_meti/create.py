@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
 from airflow_provider_meti.lanes import Groups
@@ -54,6 +54,45 @@ class Batch:
     def without(self, alt_ids: Mapping[str, Any]) -> Batch:
         """This batch without the features whose ``id`` is in ``alt_ids``."""
         return Batch([f for f in self.features if f["id"] not in alt_ids], self.fields)
+
+
+class CreateProgress(Protocol):
+    """Told what a create is about to send and what it has stored, as it happens; a
+    durable record of it lets a later try resume (``create_state.TaskStateProgress``)."""
+
+    def sending(self, alt_ids: Sequence[str]) -> None:
+        """These features' POST is about to start: from now on their outcome is in doubt."""
+
+    def stored(self, created: Mapping[str, dict[str, str]]) -> None:
+        """These features are stored in METI (``{alt_id: {"id", "alt_id"}}``)."""
+
+    def not_stored(self, alt_ids: Sequence[str]) -> None:
+        """These features' POST failed in a way that shows METI stored none of them."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What an earlier try of the same create recorded.
+
+    :param recorded: ``{alt_id: {"id", "alt_id"}}`` of the features it saw stored
+    :param in_doubt: alt_ids of the features whose POST was in flight when it stopped
+    """
+
+    recorded: Mapping[str, dict[str, str]]
+    in_doubt: Sequence[str] = ()
+
+
+class NoProgress:
+    """Keeps no record: a create that cannot resume beyond looking features up."""
+
+    def sending(self, alt_ids: Sequence[str]) -> None:
+        pass
+
+    def stored(self, created: Mapping[str, dict[str, str]]) -> None:
+        pass
+
+    def not_stored(self, alt_ids: Sequence[str]) -> None:
+        pass
 
 
 PostBatch = Callable[[Batch, CallBudget], Created]
@@ -96,6 +135,7 @@ class BatchCreator:
     :param new_budget: a fresh budget for one batch, stopped by the given cancel event
     :param total: features in the whole collection (for the error's count)
     :param already: features known to exist before this run
+    :param progress: told before each POST and after each answer (or lookup) is read
     """
 
     def __init__(
@@ -106,8 +146,10 @@ class BatchCreator:
         new_budget: Callable[[threading.Event], CallBudget],
         total: int,
         already: Mapping[str, dict[str, str]],
+        progress: CreateProgress | None = None,
     ) -> None:
         self._post = post
+        self._progress = progress or NoProgress()
         self._look_up = look_up
         self._new_budget = new_budget
         self._total = total
@@ -145,6 +187,8 @@ class BatchCreator:
     def _record(self, result: Mapping[str, dict[str, str]]) -> None:
         with self._lock:
             self._created.update(result)
+        if result:
+            self._progress.stored(result)
 
     def _report(self, error: BaseException) -> BaseException:
         with self._lock:
@@ -173,10 +217,17 @@ class BatchCreator:
                 outcome_unknown = None
                 if not pending:
                     return
+            alt_ids = [feature["id"] for feature in pending.features]
+            self._progress.sending(alt_ids)
             try:
                 self._record(self._post(pending, budget))
+            except CallCancelled:
+                self._progress.not_stored(alt_ids)
+                raise
             except MetiApiError as error:
                 outcome_unknown = error if may_have_been_processed(error) else None
+                if outcome_unknown is None:
+                    self._progress.not_stored(alt_ids)
                 raise
 
         budget.run(f"POST /sources [{batch[0]['id']}]", attempt)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     # only declares tasks should not pay for it at parse time.
     from airflow_provider_meti.client import MetiClient
     from airflow_provider_meti.connection import ConnectionSettings
+    from airflow_provider_meti.create import CreateProgress, Resume
     from airflow_provider_meti.geojson import ValidFeatureCollection
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class MetiHook(BaseHook):
         batch_size: int | None = None,
         skip_existing: bool = False,
         source_fields: Mapping[str, Any] | None = None,
+        resume: Resume | None = None,
+        progress: CreateProgress | None = None,
     ) -> list[dict[str, str]]:
         """Register a FeatureCollection; one ``{"id", "alt_id"}`` per feature, in order.
 
@@ -170,6 +173,9 @@ class MetiHook(BaseHook):
 
         :param source_fields: API v2's descriptive fields for every feature (see
             ``MetiClient.create_sources``); a feature's ``properties`` may override them
+        :param resume: what an earlier try recorded (``create_state``); see
+            ``MetiClient.create_sources``
+        :param progress: told before each POST and after each answer is read
         """
         client = self.get_conn()
         created = client.create_sources(
@@ -178,6 +184,8 @@ class MetiHook(BaseHook):
             max_workers=self.max_workers,
             skip_existing=skip_existing,
             source_fields=source_fields,
+            resume=resume,
+            progress=progress,
         )
         lineage.report_write(self, client.settings.base_url)
         return created

@@ -34,6 +34,9 @@ from airflow_provider_meti.outputs.progress import ProgressLog
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from airflow_provider_meti.create import Resume
+    from airflow_provider_meti.create_state import TaskStateProgress
+
 __all__ = [
     "MetiCreateSourcesOperator",
     "MetiDeleteSourceOperator",
@@ -139,6 +142,10 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
     :param project_id: (v2) the project's id
     :param outcome_reporting_year: (v2) an integer such as 2025 (text is refused: render a
         template as a native object to pass an int)
+    :param durable: (Airflow 3.3+) record progress in the task state store as the create
+        runs, so that a retry after a killed try sends only what is missing and looks up only
+        the features whose POST was in flight; without it (or before 3.3) a retry looks every
+        feature up
     :param meti_conn_id: the Airflow connection id
     """
 
@@ -171,11 +178,13 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
         steward_id: str | None = None,
         project_id: str | None = None,
         outcome_reporting_year: int | None = None,
+        durable: bool = True,
         meti_conn_id: str = MetiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.feature_collection = feature_collection
+        self.durable = durable
         self.batch_size = batch_size
         self.max_workers = max_workers
         self.methodology = methodology
@@ -251,14 +260,25 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
         try_number = _try_number(context)
         retrying = try_number > 1
         self.log.info("Registering %d features with METI (try %d)", len(features), try_number)
-        if retrying:
+        fields = self.source_fields()
+        progress, resume = self._open_progress(context, features, fields)
+        if resume is not None:
+            self.log.info(
+                "Resuming from the task state store: %d features recorded as stored, %d in "
+                "flight when the earlier try stopped (only these are looked up)",
+                len(resume.recorded),
+                len(resume.in_doubt),
+            )
+        elif retrying:
             self.log.info("Looking up features an earlier try may have stored, to skip them")
         try:
             created = self.hook.create_sources(
                 collection,
                 batch_size=self.batch_size,
-                skip_existing=retrying,
-                source_fields=self.source_fields(),
+                skip_existing=retrying and resume is None,
+                source_fields=fields,
+                resume=resume,
+                progress=progress,
             )
         except MetiPartialCreateError as error:
             self.log.error(
@@ -269,8 +289,25 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
             )
             raise
         self.log.info("Registered %d features with METI", len(created))
+        if progress is not None:
+            progress.clear()
         self.created_count = len(created)
         return created
+
+    def _open_progress(
+        self, context: Context, features: Sequence[Mapping[str, Any]], fields: Mapping[str, Any]
+    ) -> tuple[TaskStateProgress | None, Resume | None]:
+        """The task state store's record of this create (Airflow 3.3+), when ``durable``."""
+        store = context.get("task_state_store") if self.durable else None
+        if store is None:
+            return None, None
+        from airflow_provider_meti.create_state import TaskStateProgress, input_fingerprint
+
+        client = self.hook.get_conn()
+        fingerprint = input_fingerprint(
+            features, fields, api_number=client.api.number, base_url=client.settings.base_url
+        )
+        return TaskStateProgress.open(store, fingerprint)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """METI's sources as the output, with the number of sources registered.
