@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         task,
     )
     from airflow.sdk.configuration import conf
+    from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     from airflow.sdk.log import mask_secret
 
     HITL_AVAILABLE: bool
+    RETRY_POLICY_AVAILABLE: bool
 else:
     _SDK = "airflow.sdk"
     _SDK_EXCEPTIONS = ("airflow.sdk.exceptions", "airflow.exceptions")
@@ -110,6 +112,14 @@ else:
     )
 
     AirflowFailException = import_first("AirflowFailException", *_SDK_EXCEPTIONS)
+
+    # Retry policies (AIP-105) came with Airflow 3.3; before, there is nothing to subclass
+    # and BaseOperator takes no ``retry_policy``.
+    try:
+        from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
+    except ImportError:
+        RetryAction = RetryDecision = RetryPolicy = None
+    RETRY_POLICY_AVAILABLE = RetryPolicy is not None
 
 
 def __getattr__(name: str) -> Any:
@@ -222,6 +232,7 @@ __all__ = [
     "ASSET_NAME",
     "DAG",
     "HITL_AVAILABLE",
+    "RETRY_POLICY_AVAILABLE",
     "AirflowException",
     "AirflowFailException",
     "AirflowRescheduleException",
@@ -238,6 +249,9 @@ __all__ = [
     "ObjectStoragePath",
     "Param",
     "PokeReturnValue",
+    "RetryAction",
+    "RetryDecision",
+    "RetryPolicy",
     "TaskDeferred",
     "TriggerEvent",
     "aconnection_extras",

@@ -10,8 +10,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_meti import lineage
-from airflow_provider_meti._compat import BaseHook, mask_secret
+from airflow_provider_meti._compat import RETRY_POLICY_AVAILABLE, BaseHook, mask_secret
 from airflow_provider_meti.exceptions import MetiError
+from airflow_provider_meti.retry_policy import chosen_policy
+
+if RETRY_POLICY_AVAILABLE:
+    from airflow_provider_meti.retry_policy import NOT_GIVEN
 
 if TYPE_CHECKING:
     # Imported where a client is built instead: they pull in requests, and a DAG file that
@@ -278,9 +282,23 @@ def _connection_type_info() -> dict[str, Any]:
 
 
 class MetiHookMixin:
-    """Gives an operator or sensor with a ``meti_conn_id`` its ``hook``."""
+    """Gives an operator or sensor with a ``meti_conn_id`` its ``hook``, and on Airflow 3.3
+    and newer the provider's retry policy (``retry_policy.MetiRetryPolicy``) by default.
+
+    A ``retry_policy`` given to the operator, or named in its, its task group's or its DAG's
+    ``default_args``, wins over the default, ``None`` included (no policy).
+    """
 
     meti_conn_id: str
+
+    if RETRY_POLICY_AVAILABLE:
+        # A default in the signature, not a class attribute or a kwargs.setdefault: Airflow's
+        # partial() (mapped tasks) reads the defaults of the __init__ signatures in the MRO.
+        # Airflow fills BaseOperator's retry_policy from default_args only when no class
+        # above it passed one, so the default_args are consulted here before passing it on.
+        def __init__(self, *, retry_policy: Any = NOT_GIVEN, **kwargs: Any) -> None:
+            retry_policy = chosen_policy(retry_policy, kwargs.get("default_args"))
+            super().__init__(retry_policy=retry_policy, **kwargs)  # type: ignore[call-arg]
 
     @cached_property
     def hook(self) -> MetiHook:
