@@ -209,7 +209,8 @@ class MetiClient:
                 # previous page's whole body would stay alive during the next fetch.
                 previous_first = detached(first) if raw and _read_raw_page else first
             # Let go of this page before asking for the next: one page in memory, not two.
-            del page
+            # 'first' too: a raw source's values point into the whole reply body.
+            del page, first
             offset += count
             if count == 0 or (total is not None and offset >= total):
                 return

@@ -120,6 +120,7 @@ class TightClient:
             del response
             count = len(count_items(body))
             yield body
+            del body  # not kept alive while the next page is fetched
             offset += count
             if count < page_size:
                 return
