@@ -64,7 +64,28 @@ sweep_process_groups() {
     done < "$GROUPS_FILE"
     rm -f "$GROUPS_FILE"
 }
-trap sweep_process_groups EXIT
+
+# PostgreSQL's folder lives under the temporary directory (the checkout may be out of its OS
+# user's reach); should the Python side die before removing it, remove it here.
+sweep_temp_dirs() {
+    local listing
+    listing="$(dirname "$GROUPS_FILE")/temp-dirs"  # the run's folder, beside the groups file
+    [ -f "$listing" ] || return 0
+    while read -r dir; do
+        case "$(basename "$dir")" in meti-topology-pg-*) ;; *) continue ;; esac
+        if [ -d "$dir" ]; then
+            echo "topology: removing $dir, left by an unclean exit" >&2
+            rm -rf -- "$dir"
+        fi
+    done < "$listing"
+    rm -f "$listing"
+}
+
+on_exit() {
+    sweep_process_groups
+    sweep_temp_dirs
+}
+trap on_exit EXIT
 
 install_debian_packages
 install_python_packages

@@ -61,7 +61,7 @@ def main() -> int:
     error: str | None = None
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    postgres = Postgres(TOPOLOGY / "pgdata")
+    postgres = Postgres(TOPOLOGY / "temp-dirs")
     emulator = Emulator(METI_EMAIL, "topology-" + secrets.token_urlsafe(18), FAULT_RATE, SEED)
     try:
         mark = time.monotonic()

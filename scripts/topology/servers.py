@@ -1,29 +1,33 @@
 """The servers under Airflow: PostgreSQL, Redis, moto's S3 server and the METI emulator.
 
-Each listens on 127.0.0.1 only, on a free port, with its files under the run's directory.
-PostgreSQL runs as the ``postgres`` OS user (``initdb`` refuses root) in a throwaway data
-directory; its unix socket lives in that directory, so only that user and root can reach it.
+Each listens on 127.0.0.1 only, on a free port. PostgreSQL runs as the ``postgres`` OS user
+when this is root (``initdb`` refuses root), else as the invoking user, in a throwaway folder
+under the system's temporary directory that holds its data and its unix socket (0700: only
+that user and root can reach it); the other servers keep their files under the run's folder.
+When a server tool fails, the error quotes what the tool printed.
 """
 
 from __future__ import annotations
 
 import glob
+import os
+import pwd
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processes import ComponentExited, ProcessGroups
+from processes import ComponentExited, Managed, ProcessGroups
 
 from airflow_provider_meti.emulator import MetiEmulator
 
 PG_USER = "postgres"
-SOCKET_PATH_LIMIT = 100  # a unix socket path must fit in 108 bytes
 # Server errors, throttling, and connections dropped before and after a create was stored.
 FAULTS = ("500", "503", "429", "drop", "stored_then_drop")
 
@@ -36,16 +40,34 @@ def free_port() -> int:
 
 def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if condition():
                 return
         except ComponentExited:
             raise
-        except Exception:  # not up yet, whatever the error
-            pass
+        except Exception as error:  # not up yet, whatever the error
+            last_error = error
         time.sleep(0.3)
-    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+    said = f"; last error: {last_error}" if last_error else ""
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s{said}")
+
+
+def wait_for_server(
+    groups: ProcessGroups, server: Managed, condition: Any, what: str, timeout: float = 60.0
+) -> None:
+    """``wait_for``, failing at once with the server's own log when its process exits."""
+
+    def up() -> bool:
+        if server.process.poll() is not None:
+            raise ComponentExited(
+                f"{what} exited with code {server.process.returncode} before it was up\n"
+                + groups.tail(server.name)
+            )
+        return bool(condition())
+
+    wait_for(up, what, timeout)
 
 
 def postgres_bin(name: str) -> str:
@@ -59,19 +81,63 @@ def postgres_bin(name: str) -> str:
     return found[-1]
 
 
+class ServerToolError(RuntimeError):
+    """A server tool (initdb, psql, pg_dump, a server) failed; the message holds its own words."""
+
+
+def run_tool(argv: list[str], **options: Any) -> bytes:
+    """Run a server tool and return its output; on failure raise with what it printed."""
+    result = subprocess.run(argv, capture_output=True, **options)
+    if result.returncode != 0:
+        said = (result.stderr.strip() or result.stdout.strip()).decode(errors="replace")
+        raise ServerToolError(
+            f"{Path(argv[0]).name} failed (exit {result.returncode}): "
+            + (said[-2000:] or "(it printed nothing)")
+        )
+    return result.stdout
+
+
+def postgres_os_user() -> str | None:
+    """The OS user to run PostgreSQL as: ``postgres`` when this is root (initdb refuses
+    root); None otherwise, as the invoking user can own the cluster itself."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        raise ServerToolError(
+            f"topology: running as root, but there is no '{PG_USER}' OS user to run PostgreSQL "
+            "(initdb refuses root): install Debian's postgresql package, which creates it, "
+            "or run scripts/topology.sh as an ordinary user"
+        ) from None
+    return PG_USER
+
+
 @dataclass
 class Postgres:
-    """A PostgreSQL cluster of its own: database ``airflow`` owned by role ``airflow``."""
+    """A PostgreSQL cluster of its own: database ``airflow`` owned by role ``airflow``.
 
-    data_dir: Path
+    Its data directory and socket live in a private folder under the system's temporary
+    directory, owned by the OS user that runs PostgreSQL: the checkout may sit in a folder
+    that user cannot enter (a ``mktemp -d`` folder, root's home).
+    """
+
+    temp_dirs: Path
+    """A file listing the run's temporary folders, for ``scripts/topology.sh`` to remove
+    should this process die before it can."""
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    base_dir: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        if len(str(self.data_dir)) < SOCKET_PATH_LIMIT - 20:
-            return self.data_dir
-        return Path("/tmp") / f"meti-topology-pg-{self.port}"
+        assert self.base_dir is not None
+        return self.base_dir
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -87,51 +153,53 @@ class Postgres:
         )
 
     def start(self, groups: ProcessGroups) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.data_dir.mkdir(parents=True)
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.data_dir, PG_USER, PG_USER)
-        shutil.chown(self.socket_dir, PG_USER, PG_USER)
-        subprocess.run(
+        user = postgres_os_user()
+        self._make_base_dir(user)
+        run_tool(
             [postgres_bin("initdb"), "-D", str(self.data_dir), "-U", PG_USER,
              "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"],
-            user=PG_USER, check=True, capture_output=True,
+            user=user, cwd=self.socket_dir,
         )  # fmt: skip
-        groups.start(
+        server = groups.start(
             "postgres",
             [postgres_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.socket_dir}",
              "-c", "max_connections=200", "-c", "fsync=off", "-c", "full_page_writes=off"],
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            user=PG_USER,
+            user=user,
             stop_signal=signal.SIGINT,  # PostgreSQL's "fast" shutdown
+            cwd=self.socket_dir,
         )  # fmt: skip
-        wait_for(lambda: self.psql("SELECT 1").strip() == "1", "PostgreSQL")
+        wait_for_server(groups, server, lambda: self.psql("SELECT 1").strip() == "1", "PostgreSQL")
         self.psql(f"CREATE ROLE airflow LOGIN PASSWORD '{self.password}'")
         self.psql("CREATE DATABASE airflow OWNER airflow")
 
+    def _make_base_dir(self, user: str | None) -> None:
+        self.base_dir = Path(tempfile.mkdtemp(prefix="meti-topology-pg-"))  # 0700
+        with self.temp_dirs.open("a") as listing:
+            listing.write(f"{self.base_dir}\n")
+        if user is not None:
+            shutil.chown(self.base_dir, user, user)
+
     def psql(self, sql: str, database: str = "postgres") -> str:
-        result = subprocess.run(
+        return run_tool(
             ["psql", "-h", str(self.socket_dir), "-p", str(self.port), "-U", PG_USER,
              "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return result.stdout
+        ).decode()  # fmt: skip
 
     def dump(self, target: Path) -> Path:
         """``pg_dump`` of the whole Airflow database, as plain SQL."""
-        with target.open("wb") as out:
-            subprocess.run(
+        target.write_bytes(
+            run_tool(
                 [postgres_bin("pg_dump"), "-h", str(self.socket_dir), "-p", str(self.port),
                  "-U", PG_USER, "--no-owner", "airflow"],
-                stdout=out, check=True,
-            )  # fmt: skip
+            )
+        )  # fmt: skip
         return target
 
     def remove_data(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        if self.socket_dir != self.data_dir:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 @dataclass
@@ -146,13 +214,13 @@ class Redis:
     def start(self, groups: ProcessGroups) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        groups.start(
+        server = groups.start(
             "redis",
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "no", "--dir", str(self.work_dir), "--daemonize", "no"],
             env={"PATH": "/usr/bin:/bin"},
         )  # fmt: skip
-        wait_for(lambda: _redis_ping(self.port), "Redis")
+        wait_for_server(groups, server, lambda: _redis_ping(self.port), "Redis")
 
 
 def _redis_ping(port: int) -> bool:
