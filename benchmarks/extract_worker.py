@@ -6,7 +6,12 @@ output's size and digest, and the resident set size after the imports and at its
 
 Peak RSS is the kernel's high-water mark (``VmHWM``), reset after the imports: ``ru_maxrss``
 cannot be reset, and in a child process it starts at the parent's RSS (inherited across
-fork and exec), which hides everything a small extract allocates.
+fork and exec), which hides everything a small extract allocates. It is read, and reset, once
+more as the first page is requested, so that the peak of the set-up and the peak of the
+paging are told apart: for the provider the set-up is the connection lookup and the client
+(with the host token cache's scrypt key derivation, 8 MiB), and its token request falls in
+the first page's; the loops fetch their token in the set-up. The wall seconds from that
+moment to the end are the paging's (``paging_wall``).
 """
 
 from __future__ import annotations
@@ -87,6 +92,48 @@ def _serve_only(base_url: str, page_size: int, output: Path) -> int:
     return read_only(TightClient(base_url), page_size)
 
 
+class _FirstPageMark:
+    """Reads and resets the RSS high-water mark as the first page is requested.
+
+    Wraps the methods the extracts get their pages from (the hook's, the loops'), in this
+    process only: a generator's body runs at its first ``next()``, i.e. just before the
+    first request for a page.
+    """
+
+    def __init__(self) -> None:
+        self.setup_peak_kib: int | None = None
+        self.started: float | None = None
+
+    def install(self, variant: str) -> None:
+        if variant.startswith("provider"):
+            from airflow_provider_meti.hooks.meti import MetiHook
+
+            for name in ("iter_source_pages", "iter_raw_source_pages"):
+                self._wrap(MetiHook, name)
+        else:
+            from benchmarks.limit_client import LimitClient, TightClient
+
+            self._wrap(LimitClient, "pages")
+            self._wrap(TightClient, "page_bodies")
+
+    def _wrap(self, owner: type, name: str) -> None:
+        method = getattr(owner, name, None)
+        if method is None:  # an older provider (benchmarks.extract_compare runs one)
+            return
+
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            return self._marked(method(*args, **kwargs))
+
+        setattr(owner, name, marked)
+
+    def _marked(self, pages: Any) -> Any:
+        if self.setup_peak_kib is None:
+            self.setup_peak_kib = _memory_kib("VmHWM")
+            _reset_peak_rss()
+            self.started = time.perf_counter()
+        yield from pages
+
+
 class _CollectorClock:
     """The collector's time and collections, through ``gc.callbacks`` (removed on stop)."""
 
@@ -163,9 +210,17 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _provider_module() -> str | None:
+    """Where the provider was imported from (``extract_compare`` runs an older tree's)."""
+    module = sys.modules.get("airflow_provider_meti")
+    return getattr(module, "__file__", None)
+
+
 def main(argv: list[str]) -> int:
     variant, base_url, page_size, output, result = argv
     _import_everything(variant)
+    first_page = _FirstPageMark()
+    first_page.install(variant)
     gc.collect()
     _reset_peak_rss()
     rss_before = _memory_kib("VmRSS")
@@ -178,21 +233,28 @@ def main(argv: list[str]) -> int:
     try:
         count = EXTRACTS[variant](base_url, int(page_size), Path(output))
     finally:
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        ended = time.perf_counter()
+        wall, cpu = ended - wall, time.process_time() - cpu
         gc.callbacks.remove(collector)
     python_peak = tracemalloc.get_traced_memory()[1] // 1024 if traced else None
+    paging_peak = _memory_kib("VmHWM")
+    setup_peak = first_page.setup_peak_kib or rss_before
     measured: dict[str, Any] = {
         "python_heap_peak_kib": python_peak,
         "variant": variant,
         "count": count,
         "wall": wall,
+        "paging_wall": ended - first_page.started if first_page.started else wall,
         "cpu": cpu,
         "gc_seconds": collector.seconds,
         "gc_collections": collector.collections,
         "rss_after_imports_kib": rss_before,
-        "rss_peak_kib": _memory_kib("VmHWM"),
+        "rss_peak_kib": max(setup_peak, paging_peak),
+        "rss_setup_peak_kib": setup_peak,
+        "rss_paging_peak_kib": paging_peak,
         "bytes": Path(output).stat().st_size,
         "sha256": _digest(Path(output)),
+        "provider_module": _provider_module(),
     }
     Path(result).write_text(json.dumps(measured), encoding="utf-8")
     return 0
