@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from airflow_provider_meti import geojson
 from airflow_provider_meti.api import API_V1, ApiVersion
@@ -46,7 +46,7 @@ from airflow_provider_meti.source_fields import (
 from airflow_provider_meti.token_cache import HostTokenCache
 from airflow_provider_meti.transport import Transport, request_name
 
-_read_raw_page: Callable[[bytes], tuple[list[dict[str, Any]], int | None] | None] | None
+_read_raw_page: Callable[[bytes], tuple[Sequence[dict[str, Any]], int | None] | None] | None
 try:  # installed with every supported Airflow line; without it every page is decoded
     from airflow_provider_meti.raw_pages import detached
     from airflow_provider_meti.raw_pages import read_raw_page as _read_raw_page
@@ -158,19 +158,31 @@ class MetiClient:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise MetiConfigError(f"page_size must be a positive integer, got {page_size!r}.")
         query = {key: value for key, value in filters.items() if value is not None}
-        return self._pages(query, page_size, self._transport.new_budget)
+        return self._decoded_pages(query, page_size, self._transport.new_budget)
 
     def iter_raw_source_pages(
         self, *, page_size: int = 100, **filters: Any
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Sequence[dict[str, Any]]]:
         """Pages as ``iter_source_pages`` fetches them, for a writer that copies sources
-        through: a page msgspec can read as it is comes as a ``raw_pages.RawPage``, each
-        source's values still JSON text (``msgspec.Raw``, names not yet normalised); any
-        other page as decoded sources."""
+        through: a page msgspec can read as it is comes as a ``raw_pages.RawPage`` (a
+        sequence, not a list), each source decoded as it is read and its values still JSON
+        text (``msgspec.Raw``, names not yet normalised); any other page as decoded
+        sources."""
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise MetiConfigError(f"page_size must be a positive integer, got {page_size!r}.")
         query = {key: value for key, value in filters.items() if value is not None}
         return self._pages(query, page_size, self._transport.new_budget, raw=True)
+
+    def _decoded_pages(
+        self,
+        query: Mapping[str, Any],
+        page_size: int,
+        budget_for_page: Callable[[], CallBudget],
+    ) -> Iterator[list[dict[str, Any]]]:
+        # Not raw: every page is a list of decoded sources.
+        return cast(
+            "Iterator[list[dict[str, Any]]]", self._pages(query, page_size, budget_for_page)
+        )
 
     def _pages(
         self,
@@ -179,7 +191,7 @@ class MetiClient:
         budget_for_page: Callable[[], CallBudget],
         *,
         raw: bool = False,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Sequence[dict[str, Any]]]:
         offset = 0
         previous_first: dict[str, Any] | None = None
         path = self.api.sources_path
@@ -217,7 +229,7 @@ class MetiClient:
 
     def _raw_page(
         self, path: str, budget: CallBudget, params: Mapping[str, Any]
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[Sequence[dict[str, Any]], int | None]:
         reply = self._transport.request_reply("GET", path, budget, params=params)
         read = _read_raw_page(reply.content) if reply.content and _read_raw_page else None
         if read is not None:
@@ -407,12 +419,14 @@ class MetiClient:
         self, features: Sequence[Mapping[str, Any]], budget_for_page: Callable[[], CallBudget]
     ) -> tuple[dict[str, dict[str, str]], list[str]]:
         if not self.api.can_filter_by_alt_id or len(features) > FILTERED_LOOKUP_MAX:
-            return find_stored(features, self._pages({}, LOOKUP_PAGE_SIZE, budget_for_page))
+            return find_stored(features, self._decoded_pages({}, LOOKUP_PAGE_SIZE, budget_for_page))
         existing: dict[str, dict[str, str]] = {}
         unconfirmed: list[str] = []
         for feature in features:
             # Pages stop being read once the feature is found: one GET per feature.
-            pages = self._pages({"alt_id": feature["id"]}, LOOKUP_PAGE_SIZE, budget_for_page)
+            pages = self._decoded_pages(
+                {"alt_id": feature["id"]}, LOOKUP_PAGE_SIZE, budget_for_page
+            )
             found, unknown = find_stored([feature], pages)
             existing.update(found)
             unconfirmed.extend(unknown)

@@ -1,5 +1,5 @@
 """Listing pages read for writers that pass sources through: each source a ``dict`` of
-``msgspec.Raw`` values.
+``msgspec.Raw`` values, decoded from its own JSON text only as it is read.
 
 An extract copies most of a source unchanged, above all its geometry, whose coordinates
 are most of the page. Decoding them into Python floats and lists only to encode them
@@ -9,11 +9,20 @@ server's bytes; only its keys, and what the extract reads (the 2024 spellings, w
 stored geometry is a whole Feature), are decoded. A page this reader cannot take as it is
 (not UTF-8, not an array of objects, a number or a lone surrogate msgspec refuses) is left to
 the plain path.
+
+A page keeps each source as one ``msgspec.Raw`` (its whole JSON text) and decodes it into
+its ``dict`` only when the source is read, so a writer holds one source's ``dict`` at a time,
+not a whole page of them. A page of 1,000 such dicts (their key tables and some 15 ``Raw``
+values each), allocated and freed on every page, made the extract's resident memory grow
+with the number of pages (about 1.5 MiB more at 100 pages than at one) while the peak of
+Python's own heap stayed flat: the C allocator's heap and pymalloc's arenas fragmenting (see
+BENCHMARKS.md, section 3).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import msgspec
 
@@ -23,11 +32,44 @@ RawSource = dict[str, msgspec.Raw]
 """A listed source whose values are still JSON text."""
 
 
-class RawPage(list[RawSource]):
-    """A page of ``RawSource``: a writer tells it from a page of decoded sources by type."""
-
-
 NULL = msgspec.Raw(b"null")
+_SOURCE = msgspec.json.Decoder(RawSource)
+
+
+class RawPage(Sequence[RawSource]):
+    """A page of ``RawSource``, each decoded from its JSON text as it is read (again on each
+    read: a writer reads each source once); a writer tells it from a page of decoded sources
+    by type.
+
+    :param texts: the page's sources, each one JSON object as text
+    """
+
+    __slots__ = ("_texts",)
+
+    def __init__(self, texts: list[msgspec.Raw]) -> None:
+        self._texts = texts
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @overload
+    def __getitem__(self, index: int) -> RawSource: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RawSource]: ...
+
+    def __getitem__(self, index: int | slice) -> RawSource | list[RawSource]:
+        if isinstance(index, slice):
+            return [_SOURCE.decode(text) for text in self._texts[index]]
+        return _SOURCE.decode(self._texts[index])
+
+    def __iter__(self) -> Iterator[RawSource]:
+        decode = _SOURCE.decode
+        for text in self._texts:
+            yield decode(text)
+
+    def __repr__(self) -> str:
+        return f"RawPage({len(self._texts)} sources)"
 
 
 class _Envelope(msgspec.Struct):
@@ -40,8 +82,10 @@ class _Envelope(msgspec.Struct):
     total: Any = None
 
 
-_PAGE = msgspec.json.Decoder(list[RawSource] | _Envelope)
-_SOURCES = msgspec.json.Decoder(list[RawSource])
+# Each source kept as its text; the decoder checks that it is valid JSON (a lone surrogate or a
+# NaN anywhere, in a key too, fails here as it did when each source was decoded at once).
+_PAGE = msgspec.json.Decoder(list[msgspec.Raw] | _Envelope)
+_SOURCES = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def read_raw_page(content: bytes) -> tuple[RawPage, int | None] | None:
@@ -64,15 +108,31 @@ def read_raw_page(content: bytes) -> tuple[RawPage, int | None] | None:
     try:
         body = _PAGE.decode(content)
         if isinstance(body, list):
-            return RawPage(body), None
+            page = _page_of(body)
+            return None if page is None else (page, None)
         for key in ENVELOPE_KEYS:
             wrapped = getattr(body, key)
             if memoryview(wrapped)[:1] == b"[":
                 total = body.total
-                return RawPage(_SOURCES.decode(wrapped)), total if isinstance(total, int) else None
+                page = _page_of(_SOURCES.decode(wrapped))
+                if page is None:
+                    return None
+                return page, total if isinstance(total, int) else None
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return None
+
+
+_OBJECT = ord("{")
+
+
+def _page_of(texts: list[msgspec.Raw]) -> RawPage | None:
+    """A page of ``texts`` when every one is a JSON object (its keys are then text, and it
+    decodes into a ``RawSource``); None when one is not, for the plain path."""
+    for text in texts:
+        if memoryview(text)[0] != _OBJECT:
+            return None
+    return RawPage(texts)
 
 
 def detached(source: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -205,3 +205,18 @@ def test_a_detached_source_keeps_no_reference_to_its_reply():
     del read
     assert sys.getrefcount(body) == unread
     assert bytes(kept["geojson"]) == b'{"type": "Polygon", "coordinates": []}'
+
+
+def test_a_raw_page_decodes_each_source_as_it_is_read():
+    read = read_raw_page(b'{"data": [{"id": "a", "n": 1}, {"id": "b"}], "total": 2}')
+    assert read is not None
+    page, total = read
+    assert isinstance(page, RawPage) and len(page) == 2 and total == 2
+    assert [bytes(source["id"]) for source in page] == [b'"a"', b'"b"']
+    assert {key: bytes(value) for key, value in page[0].items()} == {"id": b'"a"', "n": b"1"}
+    assert [bytes(source["id"]) for source in page[1:]] == [b'"b"']
+
+
+def test_a_page_holding_anything_but_objects_takes_the_plain_path():
+    assert read_raw_page(b'[{"id": "a"}, 2]') is None
+    assert read_raw_page(b'{"data": [{"id": "a"}, ["b"]], "total": 2}') is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +154,7 @@ class MetiHook(BaseHook):
 
     def iter_raw_source_pages(
         self, *, page_size: int = 100, **filters: Any
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Sequence[dict[str, Any]]]:
         """Pages for a writer that copies sources through (see
         ``MetiClient.iter_raw_source_pages``); reported to hook lineage as a read."""
         client = self.get_conn()

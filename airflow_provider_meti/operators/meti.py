@@ -476,7 +476,7 @@ class MetiListSourcesOperator(MetiHookMixin, BaseOperator):
             output_format=self.written_format,
         )
 
-    def _collect(self, pages: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _collect(self, pages: Iterable[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
         sources: list[dict[str, Any]] = []
         size = 2  # the brackets of the JSON array
         for page in pages:
@@ -500,7 +500,7 @@ class MetiListSourcesOperator(MetiHookMixin, BaseOperator):
     def _write(
         self,
         output_path: str | os.PathLike[str] | ObjectStoragePath,
-        pages: Iterable[list[dict[str, Any]]],
+        pages: Iterable[Sequence[dict[str, Any]]],
         output_format: str,
     ) -> dict[str, Any]:
         shown_path, count = write_extract(output_path, pages, output_format)

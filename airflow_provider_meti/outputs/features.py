@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from airflow_provider_meti.outputs.json_text import compact_json
@@ -76,7 +76,7 @@ def write_features(
 
 
 def write_feature_bytes(
-    handle: IO[bytes], pages: Iterable[list[dict[str, Any]]], *, as_collection: bool
+    handle: IO[bytes], pages: Iterable[Sequence[dict[str, Any]]], *, as_collection: bool
 ) -> int:
     """``write_features`` as UTF-8 bytes; a ``raw_pages.RawPage`` is written with its values
     copied as the server sent them (see ``raw_features``), any other page as decoded.
@@ -112,7 +112,7 @@ def write_feature_bytes(
     return count
 
 
-def _is_raw(page: list[dict[str, Any]]) -> bool:
+def _is_raw(page: Sequence[dict[str, Any]]) -> bool:
     try:
         from airflow_provider_meti.raw_pages import RawPage
     except ImportError:  # pragma: no cover - no msgspec, so no raw pages either

@@ -8,7 +8,7 @@ the file name's suffix chooses, so existing ``.ndjson``/``.geojson`` paths keep 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from airflow_provider_meti._compat import ObjectStoragePath
@@ -74,7 +74,7 @@ def require_writer(output_format: str) -> None:
 
 
 def write_extract(
-    output_path: OutputPath, pages: Iterable[list[dict[str, Any]]], output_format: str
+    output_path: OutputPath, pages: Iterable[Sequence[dict[str, Any]]], output_format: str
 ) -> tuple[str, int]:
     """Stream ``pages`` of sources to ``output_path``; return the path written and the count.
 

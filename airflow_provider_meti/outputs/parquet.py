@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -60,7 +60,7 @@ class GeometryStats:
         }
 
 
-def write_geoparquet(handle: IO[bytes], pages: Iterable[list[dict[str, Any]]]) -> int:
+def write_geoparquet(handle: IO[bytes], pages: Iterable[Sequence[dict[str, Any]]]) -> int:
     """Write sources as GeoParquet 1.1, one row group per page; return how many were written.
 
     Memory holds one page at a time. The ``geo`` metadata (with the bounding box of all

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any, TypeVar
+
+_Page = TypeVar("_Page", bound=Sized)
 
 
 class ProgressLog:
@@ -15,7 +17,7 @@ class ProgressLog:
         self._every_pages = every_pages
         self._every_seconds = every_seconds
 
-    def follow(self, pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    def follow(self, pages: Iterable[_Page]) -> Iterator[_Page]:
         """Yield ``pages`` unchanged, logging progress along the way and a total at the end."""
         started = last_logged_at = time.monotonic()
         page_count = logged_pages = source_count = 0

@@ -8,6 +8,7 @@ as ``replies.normal_source`` does for a decoded source.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -33,7 +34,7 @@ _TEXT = msgspec.json.Decoder(str)
 _ENCODER = msgspec.json.Encoder()
 
 
-def encode_raw_features(sources: list[RawSource], buffer: bytearray, separator: bytes) -> None:
+def encode_raw_features(sources: Iterable[RawSource], buffer: bytearray, separator: bytes) -> None:
     """Append each source's Feature to ``buffer`` as compact JSON, ``separator`` between.
 
     :param sources: a page read by ``raw_pages.read_raw_page``
