@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -33,6 +34,8 @@ class Managed:
     log_path: Path
     stop_signal: int
     stopped: bool = False
+    restart: dict[str, Any] = field(default_factory=dict)
+    """How it was started (``ProcessGroups.start``'s arguments), to start it again."""
 
 
 @dataclass
@@ -56,7 +59,7 @@ class ProcessGroups:
     ) -> Managed:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:  # a restarted component adds to its log
             process = subprocess.Popen(
                 argv,
                 env={**env, RUN_MARKER: self.run_id},
@@ -67,18 +70,32 @@ class ProcessGroups:
                 user=user,
                 cwd=cwd,
             )
-        managed = Managed(name, process, log_path, stop_signal)
+        options = {"env": env, "user": user, "stop_signal": stop_signal, "cwd": cwd}
+        managed = Managed(name, process, log_path, stop_signal, restart={"argv": argv, **options})
         self.started.append(managed)
         with self.groups_file.open("a") as groups:
             groups.write(f"{process.pid} {name}\n")
         return managed
 
     def exited(self) -> list[str]:
-        """Names of processes that are no longer running (none should, before the end)."""
-        return [m.name for m in self.started if m.process.poll() is not None]
+        """Names of processes that ended unasked (none should, before the end)."""
+        return [m.name for m in self.started if not m.stopped and m.process.poll() is not None]
+
+    def running(self, name: str) -> Managed:
+        """The live entry of ``name`` (the newest, should it have been restarted)."""
+        return next(m for m in reversed(self.started) if m.name == name and not m.stopped)
+
+    def killed(self, name: str) -> None:
+        """Record that ``name`` was killed on purpose: it no longer counts as exited early."""
+        self.running(name).stopped = True
+
+    def restart(self, name: str) -> Managed:
+        """Start ``name`` again as it was started before."""
+        previous = next(m for m in reversed(self.started) if m.name == name)
+        return self.start(name, **previous.restart)
 
     def tail(self, name: str, lines: int = 25) -> str:
-        managed = next(m for m in self.started if m.name == name)
+        managed = next(m for m in reversed(self.started) if m.name == name)
         text = managed.log_path.read_text(errors="replace").splitlines()[-lines:]
         return f"--- {managed.log_path} (last {len(text)} lines) ---\n" + "\n".join(text)
 
