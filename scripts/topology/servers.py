@@ -21,11 +21,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from processes import ComponentExited, Managed, ProcessGroups
 
 from airflow_provider_meti.emulator import MetiEmulator
+from airflow_provider_meti.emulator.faults import Fault
+from airflow_provider_meti.emulator.routes import Request, Response
+from airflow_provider_meti.emulator.server import MetiRequestHandler
 
 PG_USER = "postgres"
 # Server errors, throttling, and connections dropped before and after a create was stored.
@@ -276,6 +279,45 @@ class MotoS3:
         }
 
 
+class RequestObserver(Protocol):
+    """Told of every request the emulator serves, on the thread serving it.
+
+    A request METI handled is told before its answer leaves (``status``; ``fault`` too when
+    a ``stored_then_drop`` or ``latency`` fault then hangs up or delays it); a request a fault
+    answered instead of METI is told with ``status`` None.
+    """
+
+    def served_request(
+        self, client_port: int, request: Request, status: int | None, fault: str | None
+    ) -> None: ...
+
+
+def observed_handler(observer: RequestObserver) -> type[MetiRequestHandler]:
+    """The emulator's request handler, telling ``observer`` of each request it serves."""
+
+    class ObservedHandler(MetiRequestHandler):
+        fault_kind: str | None = None
+        routed = False
+
+        def _route(self, request: Request) -> Response:
+            response = super()._route(request)
+            self.routed = True
+            port = self.client_address[1]
+            observer.served_request(port, request, response.status, self.fault_kind)
+            return response
+
+        def _serve_with_fault(self, request: Request, fault: Fault) -> None:
+            self.fault_kind, self.routed = fault.kind, False
+            try:
+                super()._serve_with_fault(request, fault)
+            finally:
+                if not self.routed:
+                    observer.served_request(self.client_address[1], request, None, fault.kind)
+                self.fault_kind = None
+
+    return ObservedHandler
+
+
 @dataclass
 class Emulator:
     """The METI emulator, in this process, recording every token it issues.
@@ -292,6 +334,7 @@ class Emulator:
     # id -> (created_at as METI wrote it, epoch seconds when withdrawn)
     withdrawn: dict[str, tuple[str, float]] = field(default_factory=dict)
     server: MetiEmulator | None = None
+    observer: RequestObserver | None = None
 
     def start(self) -> MetiEmulator:
         server = MetiEmulator(
@@ -310,6 +353,10 @@ class Emulator:
         server.state.tokens.issue = recording_issue
         server.set_faults(self.fault_rate, list(FAULTS), seed=self.seed)
         self.server = server.start()
+        if self.observer is not None:
+            # MetiEmulator has no public hook on its requests; its server builds a handler of
+            # this class for each connection, and none has connected yet.
+            server._server.RequestHandlerClass = observed_handler(self.observer)  # type: ignore[union-attr]
         return server
 
     def withdraw(self, source: dict[str, Any]) -> None:
