@@ -166,6 +166,13 @@ def build_stack(
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_SLOTS),
+        # The run kills a worker: its tasks are found dead in seconds, not the default 300 s.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # A task the killed worker had taken from Redis but not started would otherwise wait
+        # for the broker's visibility timeout (6 h) before anyone ran it.
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": api_url,
