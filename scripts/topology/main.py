@@ -5,7 +5,9 @@ Usage: ``scripts/topology.sh`` (installs what is needed, then runs this file).
 PostgreSQL (metadata database and Celery result backend), Redis (Celery broker), moto's S3
 server, the METI emulator with a seeded 5 % fault rate, and Airflow's API server, scheduler,
 DAG processor, triggerer and two Celery workers. Six ``meti_register_sources`` runs and six
-``meti_daily_extract`` runs (to ``s3://``) go at once; then the checks in ``checks.py``.
+``meti_daily_extract`` runs (to ``s3://``) go at once, and the worker running one
+registration is killed mid-create (``worker_kill.py``); then the checks in ``checks.py`` and
+``fault_checks.py``.
 Everything is stopped at the end, on success, failure or Ctrl-C. Figures go to
 ``.airflow/topology/summary.json``.
 """
@@ -24,12 +26,14 @@ from pathlib import Path
 from types import FrameType
 
 import checks
+import fault_checks
 from airflow_stack import COMPONENTS, TOKEN_HOSTS, WORKER_SLOTS, WORKERS, build_stack
 from metadata import Metadata
 from processes import ProcessGroups, left_behind
-from runs import run_all
+from runs import alt_id_prefix, register_run_id, run_all
 from servers import Emulator, MotoS3, Postgres, Redis, postgres_bin
 from summary import print_summary, write_json
+from worker_kill import WorkerKill
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / ".airflow" / "topology"
@@ -40,6 +44,8 @@ FAULT_RATE = 0.05
 SEED = 15
 BUCKET = "meti-extracts"
 RUNS_TIMEOUT = 420.0
+KILLED_RUN = 1  # the registration whose worker is killed ...
+KILL_AFTER_POSTS = 6  # ... when METI has stored this many of its 12 creates
 
 
 class Interrupted(Exception):
@@ -62,7 +68,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     postgres = Postgres(TOPOLOGY / "temp-dirs")
-    emulator = Emulator(METI_EMAIL, "topology-" + secrets.token_urlsafe(18), FAULT_RATE, SEED)
+    kill = WorkerKill(
+        groups, WORKERS, register_run_id(KILLED_RUN), alt_id_prefix(KILLED_RUN), KILL_AFTER_POSTS
+    )
+    password = "topology-" + secrets.token_urlsafe(18)
+    emulator = Emulator(METI_EMAIL, password, FAULT_RATE, SEED, observer=kill)
     try:
         mark = time.monotonic()
         redis, s3 = Redis(TOPOLOGY / "redis"), MotoS3(BUCKET)
@@ -104,6 +114,7 @@ def main() -> int:
             fields_dir=TOPOLOGY / "fields",
             output_dir=f"s3://aws_default@{BUCKET}/daily",
             timeout=RUNS_TIMEOUT,
+            on_poll=kill.restart_when_retried,
         )
         phases["runs"] = time.monotonic() - mark
         print("Every run has finished; stopping Airflow, then checking")
@@ -115,6 +126,7 @@ def main() -> int:
         checks.check_runs(db, runs, found)
         checks.check_sources(emulator, runs, found)
         checks.check_workers(db, runs, stack.home / "logs", found)
+        fault_checks.check_worker_kill(db, kill, runs, stack.home / "logs", found)
         checks.check_tokens(db, emulator, components_ran, found)
         checks.check_token_caches({h: stack.token_cache(h) for h in TOKEN_HOSTS}, found)
         checks.check_extracts(db, emulator, s3, runs, found)

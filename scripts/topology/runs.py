@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -60,11 +61,20 @@ class Runs:
         }
 
 
+def register_run_id(index: int) -> str:
+    return f"topology_register_r{index}"
+
+
+def alt_id_prefix(index: int) -> str:
+    """What every alt_id of registration ``index`` starts with."""
+    return f"R{index}-"
+
+
 def write_fields(sample: Path, target_dir: Path, index: int) -> tuple[Path, list[str]]:
     """The sample collection moved ``index`` steps north, its ids prefixed ``R<index>-``."""
     collection = json.loads(sample.read_text())
     for feature in collection["features"]:
-        feature["id"] = f"R{index}-{feature['id']}"
+        feature["id"] = alt_id_prefix(index) + feature["id"]
         geometry = feature["geometry"]
         polygons = geometry["coordinates"]
         if geometry["type"] == "Polygon":
@@ -84,10 +94,11 @@ def trigger_registrations(stack: AirflowStack, sample: Path, fields_dir: Path, r
     stack.wait_for_dag(REGISTER)
     for index in range(1, RUNS_EACH + 1):
         path, alt_ids = write_fields(sample, fields_dir, index)
-        run_id = f"topology_register_r{index}"
+        run_id = register_run_id(index)
         conf = {**REGISTER_CONF, "fields_file": str(path)}
         stack.api("POST", f"/dags/{REGISTER}/dagRuns", _run_body(run_id, None, conf))
-        runs.register[run_id] = RegisterRun(run_id, path, alt_ids, f"R{index}-{WITHDRAWN_FIELD}")
+        withdrawn = alt_id_prefix(index) + WITHDRAWN_FIELD
+        runs.register[run_id] = RegisterRun(run_id, path, alt_ids, withdrawn)
     stack.api("PATCH", f"/dags/{REGISTER}", {"is_paused": False})
 
 
@@ -124,8 +135,12 @@ def run_all(
     fields_dir: Path,
     output_dir: str,
     timeout: float,
+    on_poll: Callable[[Metadata], None] = lambda _db: None,
 ) -> Runs:
-    """Trigger every run, resolve conflicts as sensors defer, return when all have finished."""
+    """Trigger every run, resolve conflicts as sensors defer, return when all have finished.
+
+    :param on_poll: called on each look at the runs (about twice a second) while they run
+    """
     runs = Runs()
     trigger_registrations(stack, sample, fields_dir, runs)
     ledger = emulator.server.ledger if emulator.server else None
@@ -135,6 +150,7 @@ def run_all(
     trigger_extracts(stack, output_dir, runs)
 
     def finished() -> bool:
+        on_poll(db)
         _resolve_deferred_conflicts(db, emulator, runs)
         runs.states = db.run_states((REGISTER, EXTRACT))
         wanted = len(runs.register) + len(runs.extract)

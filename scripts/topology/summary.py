@@ -53,6 +53,31 @@ def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
             f"lifetime = {t['allowed']} (ran {t['window_s']:.0f} s; a token serves "
             f"{t['token_ttl_s']:.0f} s TTL - {t['renewal_margin_s']:.0f} s margin)",
         )
+    if "worker_kill" in f:
+        k = f["worker_kill"]
+        restarted = k["restarted_after_s"]
+        _line(
+            "worker killed",
+            f"{k['worker']} (SIGKILL, {k['processes_killed']} processes) when METI had stored "
+            f"create POST {k['after_stored_posts']} of {k['run']}; "
+            + (f"restarted {restarted:.0f} s later" if restarted is not None else "not restarted"),
+        )
+    if "recovery" in f:
+        r = f["recovery"]
+        _line(
+            "recovery",
+            f"try 2: {r['recorded']} recorded, {r['in_flight']} in flight; extra requests "
+            f"{r['extra_requests']} ({r['lookup_requests']} lookup GETs, "
+            f"{r['token_requests']} token); {r['retry_posts']} POSTs; duplicates "
+            f"{r['duplicates']}, lost {r['lost']}",
+        )
+    if "retries" in f:
+        r = f["retries"]
+        _line(
+            "retries used",
+            f"{r['task_instances']} task instances ({_pairs(r['by_task'])}); "
+            f"{r['tries_ended_by_the_kill']} tries ended by the kill",
+        )
     if "extracts" in f:
         rows = sorted(f["extracts"].values())
         _line("extracts in S3", f"{len(f['extracts'])} objects, rows {rows}")
