@@ -18,6 +18,7 @@ class FakeTaskInstance:
     """What the METI operators and Airflow's sensor loop read from ``context["ti"]``."""
 
     try_number: int = 1
+    max_tries: int = 5
     first_reschedule_date: datetime | None = None
 
     def get_first_reschedule_date(self, context: Any) -> datetime | None:

@@ -66,6 +66,7 @@ class MetiHook(BaseHook):
         self.meti_conn_id = meti_conn_id
         self.max_workers = max_workers
         self._client: MetiClient | None = None
+        self._parts: ConnectionSettings | None = None
 
     def __repr__(self) -> str:
         return f"MetiHook(meti_conn_id={self.meti_conn_id!r})"
@@ -104,8 +105,24 @@ class MetiHook(BaseHook):
         """The ``MetiClient`` for this connection (shared within the process, whatever the
         hook's ``max_workers``: each create is given its own)."""
         if self._client is None:
-            self._client = _shared_client(self.meti_conn_id, self._connection_settings())
+            self._parts = self._connection_settings()
+            self._client = _shared_client(self.meti_conn_id, self._parts)
         return self._client
+
+    def account(self) -> tuple[Any, ...]:
+        """Which METI account and environment the connection reaches, without its secret:
+        the API version, base URL, source routes (``/sandbox/sources`` in the sandbox), token
+        endpoint and login (email or client id)."""
+        if self._parts is None:
+            self._parts = self._connection_settings()
+        parts = self._parts
+        return (
+            parts.api.number,
+            parts.settings.base_url,
+            parts.api.sources_path,
+            parts.token_url,
+            parts.login,
+        )
 
     def _connection_settings(self) -> ConnectionSettings:
         settings = client_settings_from_connection(self.get_connection(self.meti_conn_id))

@@ -290,24 +290,41 @@ class MetiCreateSourcesOperator(MetiHookMixin, BaseOperator):
             raise
         self.log.info("Registered %d features with METI", len(created))
         if progress is not None:
-            progress.clear()
+            self._clear_record(progress)
         self.created_count = len(created)
         return created
+
+    def _clear_record(self, progress: TaskStateProgress) -> None:
+        # Everything is stored: failing the task now would only make a retry look it all up.
+        # A record left behind is never trusted by a later run (it names this try).
+        try:
+            progress.clear()
+        except Exception as error:
+            self.log.warning(
+                "The create succeeded, but its record in the task state store could not be "
+                "deleted (%s); it expires with the store's retention",
+                type(error).__name__,
+            )
 
     def _open_progress(
         self, context: Context, features: Sequence[Mapping[str, Any]], fields: Mapping[str, Any]
     ) -> tuple[TaskStateProgress | None, Resume | None]:
-        """The task state store's record of this create (Airflow 3.3+), when ``durable``."""
-        store = context.get("task_state_store") if self.durable else None
+        """The task state store's record of this create (Airflow 3.3+), when ``durable``;
+        without ``durable``, a record an earlier try left is deleted, so that no later try
+        trusts it."""
+        store = context.get("task_state_store")
         if store is None:
             return None, None
         from airflow_provider_meti.create_state import TaskStateProgress, input_fingerprint
 
-        client = self.hook.get_conn()
-        fingerprint = input_fingerprint(
-            features, fields, api_number=client.api.number, base_url=client.settings.base_url
+        fingerprint = input_fingerprint(features, fields, account=self.hook.account())
+        try_number, max_tries = _try_number(context), getattr(context.get("ti"), "max_tries", None)
+        if not self.durable:
+            TaskStateProgress(store, fingerprint, [try_number, max_tries]).remove()
+            return None, None
+        return TaskStateProgress.open(
+            store, fingerprint, try_number=try_number, max_tries=max_tries
         )
-        return TaskStateProgress.open(store, fingerprint)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """METI's sources as the output, with the number of sources registered.
