@@ -222,3 +222,11 @@ class MetiValidationError(MetiError, ValueError):
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"{source} is invalid ({count} {noun}); nothing was sent:\n{shown}")
+
+
+class MetiInputUnavailableError(MetiValidationError):
+    """The input file is missing or could not be read (not: read and found invalid).
+
+    Still a ``MetiValidationError`` (nothing was sent), but one that another try may not meet:
+    the file may be written by then, or the mount back.
+    """

@@ -22,7 +22,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_meti.exceptions import FeatureProblem, MetiValidationError
+from airflow_provider_meti.exceptions import (
+    FeatureProblem,
+    MetiInputUnavailableError,
+    MetiValidationError,
+)
 from airflow_provider_meti.polygons import parts_reason, polygon_reason
 from airflow_provider_meti.rings import Point, ring_topology_reason
 from airflow_provider_meti.timestamps import parse_timestamp as parse_timestamp  # also public here
@@ -69,11 +73,11 @@ def _load_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _single_problem(where, "file not found") from None
+        raise _unavailable(where, "file not found") from None
     except UnicodeDecodeError:
         raise _single_problem(where, "is not UTF-8 text") from None
     except OSError as error:
-        raise _single_problem(where, f"cannot be read ({error.strerror or error})") from None
+        raise _unavailable(where, f"cannot be read ({error.strerror or error})") from None
     return _parse_json_object(text, where=where)
 
 
@@ -90,6 +94,10 @@ def _parse_json_object(text: str, *, where: str) -> dict[str, Any]:
 
 def _single_problem(where: str, reason: str) -> MetiValidationError:
     return MetiValidationError([FeatureProblem(None, None, where, reason)])
+
+
+def _unavailable(where: str, reason: str) -> MetiInputUnavailableError:
+    return MetiInputUnavailableError([FeatureProblem(None, None, where, reason)])
 
 
 # --- validation ----------------------------------------------------------------------------

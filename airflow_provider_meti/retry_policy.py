@@ -4,10 +4,13 @@ Airflow 3.3 lets a task's ``retry_policy`` look at the exception that failed it 
 The provider's operators and sensors use :class:`MetiRetryPolicy` unless told otherwise:
 
 - fail without retrying what another try cannot fix: invalid input, an unusable
-  connection, refused credentials, and HTTP 4xx (403, 404, 400, 409, 422, ...);
+  connection, refused credentials, HTTP 4xx (403, 404, 400, 409, 422, ...), and a create
+  that stopped with features whose outcome the listing cannot confirm (someone must look);
 - retry what may pass later: no response, HTTP 408, 425, 429 and 5xx, after the server's
-  ``Retry-After`` when it sent one (else after the task's ``retry_delay``);
-- anything else (not a METI error) gets Airflow's standard retry logic.
+  ``Retry-After`` when it sent one (at most the task's ``max_retry_delay``, or
+  ``MAX_RETRY_AFTER``), else after the task's ``retry_delay``;
+- anything else (not a METI error, or an input file not there yet) gets Airflow's standard
+  retry logic.
 
 A retry stays within the task's ``retries``. The HTTP-level retries inside one call are
 another matter (``retries.RetryPolicy``): this policy decides only once a call has given up.
@@ -19,6 +22,7 @@ only where Airflow has retry policies (elsewhere :func:`default_retry_policy` is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ from airflow_provider_meti.exceptions import (
     MetiConfigError,
     MetiConnectionError,
     MetiError,
+    MetiInputUnavailableError,
     MetiPartialCreateError,
     MetiValidationError,
 )
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "RETRYABLE_CLIENT_ERRORS",
     "MetiRetryPolicy",
     "Verdict",
@@ -48,6 +54,9 @@ __all__ = [
 
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
 """The 4xx statuses that say "not now" rather than "not like this"."""
+MAX_RETRY_AFTER = timedelta(hours=1)
+"""The longest ``Retry-After`` followed when the task sets no ``max_retry_delay``: a header
+that asks for days is more likely a misconfigured gateway than a plan."""
 MAX_CAUSES = 32
 """How far down a chain of causes to look for the METI error (chains can be cyclic)."""
 
@@ -77,6 +86,14 @@ def decide(exception: BaseException) -> Verdict:
     kind = type(error).__name__
     if error is not exception:
         kind = f"{type(exception).__name__}, caused by {kind}"
+    if isinstance(error, MetiPartialCreateError):  # only when some outcomes are unconfirmed
+        return Verdict(
+            FAIL,
+            f"{kind}: METI's listing cannot confirm whether some features were stored; check "
+            "them in METI, then clear the task",
+        )
+    if isinstance(error, MetiInputUnavailableError):
+        return Verdict(DEFAULT)
     if isinstance(error, MetiValidationError):
         return Verdict(FAIL, f"{kind}: the input is invalid; another try sends the same input")
     if isinstance(error, MetiConfigError):
@@ -110,6 +127,8 @@ def deciding_error(exception: BaseException) -> MetiError | None:
     while current is not None and id(current) not in seen and len(seen) < MAX_CAUSES:
         seen.add(id(current))
         if isinstance(current, MetiPartialCreateError):
+            if current.unconfirmed:
+                return current
             current = current.cause
         elif isinstance(current, MetiBudgetError) and current.last_error is not None:
             current = current.last_error
@@ -155,9 +174,10 @@ if RETRY_POLICY_AVAILABLE:
             if verdict.action == FAIL:
                 return RetryDecision.fail(verdict.reason)
             if verdict.action == RETRY:
-                delay = (
-                    None if verdict.retry_after is None else timedelta(seconds=verdict.retry_after)
-                )
+                delay = None
+                if verdict.retry_after is not None:
+                    wanted = timedelta(seconds=verdict.retry_after)
+                    delay = min(wanted, _longest_delay(context))
                 return RetryDecision.retry(delay, verdict.reason)
             return RetryDecision.default()
 
@@ -192,6 +212,15 @@ if RETRY_POLICY_AVAILABLE:
     NOT_GIVEN = MetiRetryPolicy()
     """The operators' ``retry_policy`` when they are given none: the default policy, as an
     instance of its own, so that ``is NOT_GIVEN`` tells it from a policy passed on purpose."""
+
+
+def _longest_delay(context: Any) -> timedelta:
+    """The task's ``max_retry_delay`` when it has one, else ``MAX_RETRY_AFTER``."""
+    task = context.get("task") if isinstance(context, Mapping) else None
+    longest = getattr(task, "max_retry_delay", None)
+    if isinstance(longest, (int, float)) and not isinstance(longest, bool):
+        longest = timedelta(seconds=longest)
+    return longest if isinstance(longest, timedelta) else MAX_RETRY_AFTER
 
 
 def _type_name(cls: type) -> str:

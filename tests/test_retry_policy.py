@@ -25,13 +25,18 @@ from airflow_provider_meti.exceptions import (
     MetiConnectionError,
     MetiNotFoundError,
     MetiPartialCreateError,
+    MetiValidationError,
 )
 from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
 from airflow_provider_meti.retry_policy import decide, default_retry_policy
+from airflow_provider_meti.sensors.meti import MetiSourceSensor
+from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 from tests import airflow_compat
 from tests import test_example_dags as example_dags
+from tests.airflow_context import make_context, trigger_events
 from tests.api_versions import SECRETS, v2_only
 from tests.features import collection, square_feature
+from tests.test_create_and_delete_safety import listing_without_alt_ids  # noqa: F401 (fixture)
 from tests.test_errors_fastapi import answering
 from tests.test_gate_budget import (  # noqa: F401 (scripted is a fixture)
     PASSWORD,
@@ -143,6 +148,65 @@ def test_a_create_stopped_part_way_is_decided_by_what_stopped_it(hook, emulator)
     verdict = decide(error)
     assert verdict.action == "retry"
     assert "MetiPartialCreateError, caused by MetiApiError" in verdict.reason
+
+
+def test_a_create_the_listing_cannot_confirm_fails_at_once(
+    meti_connection,
+    emulator,
+    listing_without_alt_ids,  # noqa: F811
+):
+    # Another try would repeat the same lookup and still not know: someone must look.
+    meti_connection(extra={"max_retries": 2})
+    emulator.ledger.seed(3)
+    emulator.set_faults(rate=1.0, kinds=["stored_then_drop"], methods=["POST"], count=1)
+    error = failure_of(lambda: MetiHook().create_sources(collection(square_feature("F-000"))))
+    assert isinstance(error, MetiPartialCreateError) and error.unconfirmed == ["F-000"]
+    verdict = decide(error)
+    assert verdict.action == "fail" and "check them in METI" in verdict.reason
+    assert "F-000" not in verdict.reason
+
+
+def test_a_missing_input_file_gets_airflows_standard_logic(hook, tmp_path, emulator):
+    # The file may be written by an upstream task or a mount that is back by the next try.
+    from airflow_provider_meti.operators.meti import MetiCreateSourcesOperator
+
+    def registering(path: Path) -> BaseException:
+        task = MetiCreateSourcesOperator(task_id="register", feature_collection=str(path))
+        return failure_of(lambda: task.execute(make_context()))
+
+    missing = registering(tmp_path / "not-there-yet.geojson")
+    assert isinstance(missing, MetiValidationError) and "file not found" in str(missing)
+    assert decide(missing).action == "default"
+    (tmp_path / "a-folder.geojson").mkdir()
+    assert decide(registering(tmp_path / "a-folder.geojson")).action == "default"
+    (tmp_path / "not-json.geojson").write_text("not json")
+    assert decide(registering(tmp_path / "not-json.geojson")).action == "fail"
+    assert emulator.ledger.count() == 0
+
+
+def test_a_deferred_sensors_error_is_decided_as_in_poke(meti_connection, emulator):
+    # The trigger's error event carries what the policy reads, so the resumed task raises an
+    # error of the same kind as poke would have.
+    meti_connection(extra={"max_retries": 0})
+    sensor = MetiSourceSensor(task_id="wait", source_id="src_gone", wait_for="no_conflict")
+    in_poke = failure_of(lambda: sensor.poke({}))
+    (event,) = trigger_events(MetiSourceTrigger("meti_default", "src_gone", "no_conflict", 0.05))
+    resumed = failure_of(lambda: sensor.execute_complete({}, event.payload))
+    assert (type(resumed), resumed.status_code) == (type(in_poke), 404)
+    assert decide(resumed) == decide(in_poke)
+    assert decide(resumed).action == "fail"
+
+
+@v2_only
+def test_a_deferred_sensors_403_fails_at_once(meti_connection, emulator):
+    meti_connection(extra={"scope": "write:sources", "max_retries": 0})
+    (source,) = emulator.ledger.create(collection(square_feature("F1")))
+    sensor = MetiSourceSensor(task_id="wait", source_id=source["id"], wait_for="exists")
+    (event,) = trigger_events(MetiSourceTrigger("meti_default", source["id"], "exists", 0.05))
+    resumed = failure_of(lambda: sensor.execute_complete({}, event.payload))
+    assert getattr(resumed, "status_code", None) == 403
+    assert decide(resumed).action == "fail"
+    assert_quotes_nothing(decide(resumed).reason)
 
 
 @pytest.mark.parametrize("status", [400, 409, 410, 413, 422])
@@ -285,6 +349,23 @@ def test_the_policy_turns_verdicts_into_airflows_decisions():
     fail = policy.evaluate(gone, try_number=1, max_tries=3)
     assert fail.action == RetryAction.FAIL and "HTTP 404" in fail.reason
     assert policy.evaluate(ValueError(), try_number=1, max_tries=3).action == RetryAction.DEFAULT
+
+
+@needs_retry_policies
+def test_a_retry_after_is_followed_no_longer_than_the_tasks_max_retry_delay():
+    from airflow.sdk import BaseOperator
+
+    policy = default_retry_policy()
+    month = MetiApiError("x", status_code=503, method="GET", path="/sources", retry_after=2.6e6)
+    capped = BaseOperator(task_id="capped", max_retry_delay=timedelta(minutes=5))
+    uncapped = BaseOperator(task_id="uncapped")
+
+    def delay(task) -> timedelta:
+        return policy.evaluate(month, try_number=1, max_tries=3, context={"task": task}).retry_delay
+
+    assert delay(capped) == timedelta(minutes=5)
+    assert delay(uncapped) == retry_policy.MAX_RETRY_AFTER == timedelta(hours=1)
+    assert policy.evaluate(month, try_number=1, max_tries=3).retry_delay == timedelta(hours=1)
 
 
 @needs_retry_policies

@@ -22,12 +22,8 @@ from airflow_provider_meti._compat import (
     default_deferrable,
 )
 from airflow_provider_meti.conditions import WaitFor, check_source, check_wait_for
-from airflow_provider_meti.exceptions import (
-    MetiAuthError,
-    MetiConfigError,
-    MetiError,
-    MetiNotFoundError,
-)
+from airflow_provider_meti.error_events import error_from_event
+from airflow_provider_meti.exceptions import MetiNotFoundError
 from airflow_provider_meti.hooks.meti import MetiHook, MetiHookMixin
 from airflow_provider_meti.triggers.meti import MetiSourceTrigger
 
@@ -154,12 +150,5 @@ class MetiSourceSensor(MetiHookMixin, BaseSensorOperator):
             raise AirflowSensorTimeout(message)
         if getattr(self, "never_fail", False):
             raise AirflowSkipException(f"Skipping due to never_fail: {message}")
-        raise _error_from_event(event.get("error"), message)
-
-
-def _error_from_event(error_type: str | None, message: str) -> MetiError:
-    kinds: dict[str | None, type[MetiError]] = {
-        MetiAuthError.__name__: MetiAuthError,
-        MetiConfigError.__name__: MetiConfigError,
-    }
-    return kinds.get(error_type, MetiError)(message)
+        self.log.error(message)
+        raise error_from_event(event, message)

@@ -20,6 +20,7 @@ from airflow_provider_meti.conditions import (
     acheck_source,
     check_wait_for,
 )
+from airflow_provider_meti.error_events import error_cause
 from airflow_provider_meti.exceptions import MetiApiError, MetiError
 from airflow_provider_meti.retries import is_retryable
 
@@ -170,11 +171,15 @@ class MetiSourceTrigger(BaseTrigger):
         return {"status": "timeout", "message": message}
 
     def _error(self, error: BaseException) -> dict[str, Any]:
-        return {
+        event: dict[str, Any] = {
             "status": "error",
             "message": f"Waiting for source {self.source_id} failed: {error}",
             "error": type(error).__name__,
         }
+        cause = error_cause(error)
+        if cause is not None:
+            event["cause"] = cause
+        return event
 
 
 async def _within(
