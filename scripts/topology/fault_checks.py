@@ -10,7 +10,8 @@ from typing import Any
 from airflow_stack import WORKERS
 from checks import Findings
 from metadata import Metadata
-from runs import EXTRACT, REGISTER, Runs
+from runs import EXTRACT, REGISTER, SENSOR, Runs
+from triggerer_kill import TriggererKill
 from worker_kill import REGISTER_TASK, WorkerKill
 
 from airflow_provider_meti.settings import ClientSettings
@@ -21,6 +22,7 @@ RESUMED = re.compile(
     r"Resuming from the task state store: (\d+) features recorded as stored, (\d+) in\s+flight"
 )
 TOKEN_PATHS = ("/token", "/oauth/token")
+TRIGGER_LOG = re.compile(r"attempt=\d+\.log\.trigger\.(\d+)\.log$")
 
 
 def check_worker_kill(
@@ -207,3 +209,81 @@ def _count_retries(db: Metadata, kill: WorkerKill, found: Findings) -> None:
         "by_task": by_task,
         "tries_ended_by_the_kill": killed_with_worker,
     }
+
+
+def check_triggerer_kill(
+    db: Metadata, kill: TriggererKill, task_logs: Path, found: Findings
+) -> None:
+    """Each sensor the killed triggerer ran finished once: deferred once, resumed once, on its
+    first try, with its trigger run again by the new triggerer where its event was not saved.
+
+    A trigger may fire twice (once in the killed triggerer, its event not yet saved, then in
+    the new one): Airflow delivers trigger events at least once, and the sensor's poll is a
+    read. What must hold is that the task resumed once.
+    """
+    landed = kill.landed
+    if landed is None:
+        found.add("the triggerer killed and restarted", False, kill.error or "it never fired")
+        return
+    problems = []
+    in_new = fired_twice = 0
+    for sensor in landed.claimed:
+        name = f"{sensor.run_id}[{sensor.map_index}]"
+        fired = _trigger_events(task_logs, sensor.run_id, sensor.map_index)
+        in_new += any(job != sensor.triggerer_job for job in fired)
+        fired_twice += sum(fired.values()) > 1
+        deferred, executions = _executions(task_logs, sensor.run_id, sensor.map_index)
+        tries = db.rows(
+            "SELECT try_number, state FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "AND task_id = %s AND map_index = %s",
+            REGISTER,
+            sensor.run_id,
+            SENSOR,
+            sensor.map_index,
+        )
+        if not fired:
+            problems.append(f"{name}: its trigger never fired")
+        if (deferred, executions) != (1, 2):
+            problems.append(f"{name}: deferred {deferred} times, ran {executions} times")
+        if tries != [(1, "success")]:
+            problems.append(f"{name}: (try, state) {tries}")
+    found.figures["triggerer_kill"] = {
+        "sensors_deferred_in_it": len(landed.claimed),
+        "processes_killed": landed.processes_killed,
+        "fired_in_new_triggerer": in_new,
+        "fired_twice": fired_twice,
+    }
+    found.add(
+        "the triggerer killed and restarted",
+        kill.error is None and in_new > 0 and not problems,
+        f"killed (SIGKILL, {landed.processes_killed} processes) while it ran the triggers of "
+        f"{len(landed.claimed)} deferred sensors, and started again at once; the new one ran "
+        f"{in_new} of them ({fired_twice} had fired already, their event unsaved); each "
+        "sensor deferred once, resumed once, and succeeded on its first try"
+        + (f"; {'; '.join(problems)}" if problems else "")
+        + (f"; error: {kill.error}" if kill.error else ""),
+    )
+
+
+def _executions(task_logs: Path, run_id: str, map_index: int) -> tuple[int, int]:
+    """(deferrals, task process runs) in the sensor's first try's log."""
+    log = (
+        task_logs
+        / f"dag_id={REGISTER}/run_id={run_id}/task_id={SENSOR}/map_index={map_index}"
+        / "attempt=1.log"
+    )
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return text.count("Pausing task as DEFERRED"), text.count("Worker startup parse complete")
+
+
+def _trigger_events(task_logs: Path, run_id: str, map_index: int) -> dict[int, int]:
+    """Triggerer job id -> how many times the sensor's trigger fired in it, from its logs."""
+    folder = task_logs / f"dag_id={REGISTER}/run_id={run_id}/task_id={SENSOR}/map_index={map_index}"
+    fired: dict[int, int] = {}
+    for path in folder.glob("attempt=*.log.trigger.*.log"):
+        match = TRIGGER_LOG.search(path.name)
+        count = path.read_text(errors="replace").count("Trigger fired event")
+        if match and count:
+            job = int(match.group(1))
+            fired[job] = fired.get(job, 0) + count
+    return fired

@@ -6,8 +6,8 @@ PostgreSQL (metadata database and Celery result backend), Redis (Celery broker),
 server, the METI emulator with a seeded 5 % fault rate, and Airflow's API server, scheduler,
 DAG processor, triggerer and two Celery workers. Six ``meti_register_sources`` runs and six
 ``meti_daily_extract`` runs (to ``s3://``) go at once, and the worker running one
-registration is killed mid-create (``worker_kill.py``); then the checks in ``checks.py`` and
-``fault_checks.py``.
+registration is killed mid-create (``worker_kill.py``), and the triggerer while sensors wait
+in it (``triggerer_kill.py``); then the checks in ``checks.py`` and ``fault_checks.py``.
 Everything is stopped at the end, on success, failure or Ctrl-C. Figures go to
 ``.airflow/topology/summary.json``.
 """
@@ -33,6 +33,7 @@ from processes import ProcessGroups, left_behind
 from runs import alt_id_prefix, register_run_id, run_all
 from servers import Emulator, MotoS3, Postgres, Redis, postgres_bin
 from summary import print_summary, write_json
+from triggerer_kill import TriggererKill
 from worker_kill import WorkerKill
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,7 @@ BUCKET = "meti-extracts"
 RUNS_TIMEOUT = 420.0
 KILLED_RUN = 1  # the registration whose worker is killed ...
 KILL_AFTER_POSTS = 6  # ... when METI has stored this many of its 12 creates
+TRIGGERER_KILL_AFTER = 2  # deferred sensors whose triggers run in the triggerer
 
 
 class Interrupted(Exception):
@@ -71,6 +73,7 @@ def main() -> int:
     kill = WorkerKill(
         groups, WORKERS, register_run_id(KILLED_RUN), alt_id_prefix(KILLED_RUN), KILL_AFTER_POSTS
     )
+    triggerer_kill = TriggererKill(groups, TRIGGERER_KILL_AFTER)
     password = "topology-" + secrets.token_urlsafe(18)
     emulator = Emulator(METI_EMAIL, password, FAULT_RATE, SEED, observer=kill)
     try:
@@ -114,7 +117,7 @@ def main() -> int:
             fields_dir=TOPOLOGY / "fields",
             output_dir=f"s3://aws_default@{BUCKET}/daily",
             timeout=RUNS_TIMEOUT,
-            on_poll=kill.restart_when_retried,
+            on_poll=lambda db: _inject(db, kill, triggerer_kill),
         )
         phases["runs"] = time.monotonic() - mark
         print("Every run has finished; stopping Airflow, then checking")
@@ -127,6 +130,7 @@ def main() -> int:
         checks.check_sources(emulator, runs, found)
         checks.check_workers(db, runs, stack.home / "logs", found)
         fault_checks.check_worker_kill(db, kill, runs, stack.home / "logs", found)
+        fault_checks.check_triggerer_kill(db, triggerer_kill, stack.home / "logs", found)
         checks.check_tokens(db, emulator, components_ran, found)
         checks.check_token_caches({h: stack.token_cache(h) for h in TOKEN_HOSTS}, found)
         checks.check_extracts(db, emulator, s3, runs, found)
@@ -180,6 +184,13 @@ def main() -> int:
     if error and error.startswith("interrupted"):
         return 130
     return 1 if error or found.failed else 0
+
+
+def _inject(db: Metadata, kill: WorkerKill, triggerer_kill: TriggererKill) -> None:
+    """The faults' steps placed by what the metadata database shows: the killed worker's
+    restart, and the triggerer's kill."""
+    kill.restart_when_retried(db)
+    triggerer_kill.poll(db)
 
 
 def _meti_connection(emulator: Emulator) -> dict[str, object]:

@@ -62,6 +62,15 @@ def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
             f"create POST {k['after_stored_posts']} of {k['run']}; "
             + (f"restarted {restarted:.0f} s later" if restarted is not None else "not restarted"),
         )
+    if "triggerer_kill" in f:
+        t = f["triggerer_kill"]
+        _line(
+            "triggerer killed",
+            f"SIGKILL ({t['processes_killed']} processes) while {t['sensors_deferred_in_it']} "
+            f"sensors' triggers ran in it; restarted at once; the new one ran "
+            f"{t['fired_in_new_triggerer']} ({t['fired_twice']} fired twice, each sensor "
+            "resumed once)",
+        )
     if "recovery" in f:
         r = f["recovery"]
         _line(
