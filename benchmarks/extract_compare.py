@@ -11,8 +11,9 @@ alone (e.g. the provider and the msgspec loop at 1,000 and 100,000 sources, for 
 
 Prints a Markdown table per size: throughput over the whole extract and over its paging
 alone (from the first page's request to the end, so without the set-up), the ratio to the
-first tree and variant per round, and peak RSS growth over the RSS after the imports, for the
-whole extract, the set-up and the paging apart (see ``extract_worker``).
+first tree and variant per round, client CPU seconds (whole and paging; CPU moves far less
+than wall time on a loaded machine), and peak RSS growth over the RSS after the imports, for
+the whole extract, the set-up and the paging apart (see ``extract_worker``).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def _table(count: int, runs: dict[str, list[dict[str, Any]]]) -> str:
         f"{count:,} sources",
         "",
         "| tree: variant | sources/s | vs first | paging sources/s | paging vs first "
+        "| client CPU s | paging CPU s | paging CPU, first over this "
         "| peak RSS growth MiB | set-up peak | paging peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         measured = runs[name]
@@ -92,11 +94,17 @@ def _table(count: int, runs: dict[str, list[dict[str, Any]]]) -> str:
         paging = Spread.of(
             [f["paging_wall"] / m["paging_wall"] for m, f in zip(measured, first, strict=True)]
         )
+        paging_cpu = Spread.of(
+            [f["paging_cpu"] / m["paging_cpu"] for m, f in zip(measured, first, strict=True)]
+        )
         lines.append(
             f"| {name} | {Spread.of([m['count'] / m['wall'] for m in measured]).text()} "
             f"| {ratio_text(whole)} "
             f"| {Spread.of([m['count'] / m['paging_wall'] for m in measured]).text()} "
             f"| {ratio_text(paging)} "
+            f"| {Spread.of([m['cpu'] for m in measured]).text(2)} "
+            f"| {Spread.of([m['paging_cpu'] for m in measured]).text(2)} "
+            f"| {ratio_text(paging_cpu)} "
             f"| {_growth(measured, 'rss_peak_kib')} | {_growth(measured, 'rss_setup_peak_kib')} "
             f"| {_growth(measured, 'rss_paging_peak_kib')} |"
         )

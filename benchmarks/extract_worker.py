@@ -10,8 +10,8 @@ fork and exec), which hides everything a small extract allocates. It is read, an
 more as the first page is requested, so that the peak of the set-up and the peak of the
 paging are told apart: for the provider the set-up is the connection lookup and the client
 (with the host token cache's scrypt key derivation, 8 MiB), and its token request falls in
-the first page's; the loops fetch their token in the set-up. The wall seconds from that
-moment to the end are the paging's (``paging_wall``).
+the first page's; the loops fetch their token in the set-up. The wall and CPU seconds from
+that moment to the end are the paging's (``paging_wall``, ``paging_cpu``).
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ class _FirstPageMark:
     def __init__(self) -> None:
         self.setup_peak_kib: int | None = None
         self.started: float | None = None
+        self.started_cpu = 0.0
 
     def install(self, variant: str) -> None:
         if variant.startswith("provider"):
@@ -130,7 +131,7 @@ class _FirstPageMark:
         if self.setup_peak_kib is None:
             self.setup_peak_kib = _memory_kib("VmHWM")
             _reset_peak_rss()
-            self.started = time.perf_counter()
+            self.started, self.started_cpu = time.perf_counter(), time.process_time()
         yield from pages
 
 
@@ -233,8 +234,8 @@ def main(argv: list[str]) -> int:
     try:
         count = EXTRACTS[variant](base_url, int(page_size), Path(output))
     finally:
-        ended = time.perf_counter()
-        wall, cpu = ended - wall, time.process_time() - cpu
+        ended, ended_cpu = time.perf_counter(), time.process_time()
+        wall, cpu = ended - wall, ended_cpu - cpu
         gc.callbacks.remove(collector)
     python_peak = tracemalloc.get_traced_memory()[1] // 1024 if traced else None
     paging_peak = _memory_kib("VmHWM")
@@ -246,6 +247,7 @@ def main(argv: list[str]) -> int:
         "wall": wall,
         "paging_wall": ended - first_page.started if first_page.started else wall,
         "cpu": cpu,
+        "paging_cpu": ended_cpu - first_page.started_cpu if first_page.started else cpu,
         "gc_seconds": collector.seconds,
         "gc_collections": collector.collections,
         "rss_after_imports_kib": rss_before,
