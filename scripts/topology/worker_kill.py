@@ -22,6 +22,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -72,6 +73,9 @@ class WorkerKill:
     served: list[Served] = field(default_factory=list)
     restarted_at: float | None = None
     retry_done: bool = False  # logging stops then
+    # Whether the killed worker may start again (an edge worker's name is refused until the
+    # executor has found its old record lifeless).
+    restart_allowed: Callable[[str], bool] = lambda _worker: True
     _fired: bool = False
     _pids: dict[int, int | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -161,7 +165,7 @@ class WorkerKill:
 
     def restart_when_retried(self, db: Metadata) -> None:
         """Start the killed worker again once the retry runs on another worker."""
-        if self.landed is None or self.retry_done:
+        if self.landed is None or (self.retry_done and self.restarted_at is not None):
             return
         rows = db.rows(
             "SELECT try_number, hostname, state FROM task_instance "
@@ -174,7 +178,8 @@ class WorkerKill:
             return
         try_number, hostname, state = rows[0]
         moved = try_number >= 2 and hostname not in ("", None, self.landed.worker)
-        if moved and state in ("running", "success") and self.restarted_at is None:
+        due = moved and state in ("running", "success") and self.restarted_at is None
+        if due and self.restart_allowed(self.landed.worker):
             self.groups.restart(self.landed.worker)
             self.restarted_at = time.time()
         self.retry_done = moved and state == "success"
