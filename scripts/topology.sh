@@ -15,6 +15,9 @@ started=$(date +%s)
 PYTHON="${PYTHON:-python3}"
 VENV=.venv-topology
 GROUPS_FILE=.airflow/topology/process-groups
+case " $* " in  # main.py's folder for the executor, so a Celery and an edge run never meet
+    *" --executor edge "* | *" --executor=edge "*) GROUPS_FILE=.airflow/topology-edge/process-groups ;;
+esac
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo > /dev/null; then sudo "$@"; else

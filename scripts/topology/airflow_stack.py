@@ -76,6 +76,9 @@ class AirflowStack:
         for name, args in COMPONENTS.items():
             argv = [self.airflow(), *(arg.format(port=self.port) for arg in args)]
             self.groups.start(name, argv, self._env(name))
+        self.start_workers()
+
+    def start_workers(self) -> None:
         for index, worker in enumerate(WORKERS, start=1):
             argv = [self.airflow(), "celery", "worker", "--celery-hostname", f"w{index}@%h",
                     "--concurrency", str(WORKER_SLOTS), "--skip-serve-logs",
@@ -89,7 +92,11 @@ class AirflowStack:
             return all(health[c]["status"] == "healthy" for c in HEALTHY_COMPONENTS)
 
         wait_for(healthy, "the API server, scheduler, triggerer and DAG processor", timeout)
-        wait_for(lambda: len(self.celery_workers()) == len(WORKERS), "both Celery workers", 120)
+        wait_for(lambda: len(self.ready_workers()) == len(WORKERS), "both workers", 120)
+
+    def ready_workers(self) -> list[str]:
+        """The workers ready to take tasks."""
+        return self.celery_workers()
 
     def check_running(self) -> None:
         gone = self.groups.exited()

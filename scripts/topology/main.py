@@ -1,6 +1,7 @@
 """Airflow as teams deploy it, on one machine's loopback, with the provider's example DAGs.
 
-Usage: ``scripts/topology.sh`` (installs what is needed, then runs this file).
+Usage: ``scripts/topology.sh [--executor edge]`` (installs what is needed, then runs this
+file); ``--executor edge`` runs the same on the EdgeExecutor (see ``edge.py``).
 
 PostgreSQL (metadata database and Celery result backend), Redis (Celery broker), moto's S3
 server, the METI emulator with a seeded 5 % fault rate, and Airflow's API server, scheduler,
@@ -26,8 +27,9 @@ from pathlib import Path
 from types import FrameType
 
 import checks
+import edge
 import fault_checks
-from airflow_stack import COMPONENTS, TOKEN_HOSTS, WORKER_SLOTS, WORKERS, build_stack
+from airflow_stack import COMPONENTS, TOKEN_HOSTS, WORKERS, build_stack
 from metadata import Metadata
 from processes import ProcessGroups, left_behind
 from runs import alt_id_prefix, register_run_id, run_all
@@ -37,7 +39,8 @@ from triggerer_kill import TriggererKill
 from worker_kill import WorkerKill
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPOLOGY = ROOT / ".airflow" / "topology"
+EXECUTOR = edge.executor_from_args(sys.argv[1:])
+TOPOLOGY = ROOT / ".airflow" / edge.topology_folder(EXECUTOR)
 TOKEN_CACHES = TOPOLOGY / "token-caches"  # one XDG_CACHE_HOME per component; removed at the end
 BIN = Path(sys.executable).parent
 METI_EMAIL = "topology@meti.local"
@@ -67,6 +70,7 @@ def main() -> int:
     found = checks.Findings()
     phases: dict[str, float] = {}
     error: str | None = None
+    guard: edge.DatabaseGuard | None = None
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     postgres = Postgres(TOPOLOGY / "temp-dirs")
@@ -80,7 +84,8 @@ def main() -> int:
         mark = time.monotonic()
         redis, s3 = Redis(TOPOLOGY / "redis"), MotoS3(BUCKET)
         postgres.start(groups)
-        redis.start(groups)
+        if EXECUTOR == "celery":
+            redis.start(groups)
         s3.start(groups, str(BIN / "moto_server"), _plain_env())
         emulator.start()
         phases["servers"] = time.monotonic() - mark
@@ -100,12 +105,17 @@ def main() -> int:
             },
             cache_root=TOKEN_CACHES,
         )
+        if EXECUTOR == "edge":
+            guard = edge.DatabaseGuard(postgres.port, lambda: edge.worker_pids(stack))
+            stack = edge.on_edge(stack, guard)
+            kill.restart_allowed = stack.replaceable
+            guard.start()
         stack.migrate()
         components_started = time.monotonic()
         stack.start()
         stack.wait_until_ready()
         phases["airflow up"] = time.monotonic() - mark
-        print(f"Up: Airflow at {stack.api_url}, workers {', '.join(stack.celery_workers())}")
+        print(f"Up: Airflow at {stack.api_url}, workers {', '.join(stack.ready_workers())}")
 
         mark = time.monotonic()
         db = Metadata(postgres.dsn())
@@ -136,6 +146,8 @@ def main() -> int:
         checks.check_extracts(db, emulator, s3, runs, found)
         log_dirs = [stack.home / "logs", groups.log_dir]
         checks.check_secrets(db, emulator, dump, log_dirs, TOKEN_CACHES, found)
+        if guard is not None:
+            edge.check_no_database(guard, stack, postgres.password, found)
         phases["checks"] = time.monotonic() - mark
     except Interrupted as interrupt:
         error = f"interrupted ({interrupt})"
@@ -149,6 +161,8 @@ def main() -> int:
         groups.stop([*COMPONENTS, *WORKERS])  # Airflow first, then the servers under it
         groups.stop()
         emulator.stop()
+        if guard is not None:
+            guard.stop()
         strays = groups.sweep()
         left = left_behind(run_id)
         postgres.remove_data()
@@ -170,9 +184,8 @@ def main() -> int:
     )
     found.figures.update(
         topology=(
-            f"PostgreSQL {Path(postgres_bin('postgres')).parts[4]}, Redis, CeleryExecutor with "
-            f"{len(WORKERS)} workers x {WORKER_SLOTS} slots, moto S3, METI emulator with "
-            f"{FAULT_RATE:.0%} faults (seed {SEED})"
+            f"PostgreSQL {Path(postgres_bin('postgres')).parts[4]}, {edge.describe(EXECUTOR)}, "
+            f"moto S3, METI emulator with {FAULT_RATE:.0%} faults (seed {SEED})"
         ),
         processes_left=len(left),
         phases_s={name: round(seconds, 1) for name, seconds in phases.items()},
