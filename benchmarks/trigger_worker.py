@@ -156,6 +156,64 @@ def _peer_trigger(log: CheckLog, start: float, token: str) -> Callable[..., Any]
     return make
 
 
+class _LimitTrigger:
+    """The limit: the same check with bare aiohttp, nothing else.
+
+    One ``aiohttp.ClientSession`` (one connector, as large as the provider's pool) shared by
+    every trigger of the process, the token fetched once before they start, then per
+    trigger: ``GET /sources/?id=``, 404 means "not yet", sleep the poll interval. No
+    retries, no token renewal, no Airflow connection lookup.
+    """
+
+    def __init__(self, log: CheckLog, session: Any, url: str, headers: dict[str, str]) -> None:
+        self.log = log
+        self.session = session
+        self.url = url
+        self.headers = headers
+        self.scheduled = 0.0
+
+    async def run(self) -> AsyncIterator[dict[str, Any]]:
+        params = {"id": MISSING_ID}
+        while True:
+            ended = self.log.timed(self.scheduled)
+            try:
+                async with self.session.get(self.url, params=params, headers=self.headers) as r:
+                    body = await r.read()  # read to the end, so the connection is reused
+                    status = r.status
+            except Exception as error:  # the check's only other outcome: report it
+                body, status = repr(error).encode(), 0
+            finally:
+                self.scheduled = ended()
+            if status == 0:
+                yield {"status": "error", "message": body.decode()}
+                return
+            if status == 200:
+                yield {"status": "success", "source": json.loads(body)}
+                return
+            if status != 404:
+                yield {"status": "error", "message": f"HTTP {status}"}
+                return
+            await asyncio.sleep(self.log.poll_interval)
+
+
+async def _limit_session(base_url: str) -> tuple[Any, dict[str, str]]:
+    """The limit's one session, and its bearer header from one ``POST /token``."""
+    import aiohttp
+
+    from airflow_provider_meti.aio.session import MAX_CONNECTIONS
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=30),
+        trust_env=False,
+    )
+    body = {"email": EMAIL, "password": PASSWORD}
+    async with session.post(f"{base_url}/token", json=body) as reply:
+        reply.raise_for_status()
+        token = (await reply.json())["token"]
+    return session, {"Authorization": f"Bearer {token}"}
+
+
 def _peer_token(base_url: str) -> str:
     import requests
 
@@ -212,7 +270,15 @@ async def measure(
 ) -> dict[str, Any]:
     log = CheckLog(poll_interval, latency)
     started = time.monotonic()
-    if variant == "peer":
+    limit_session = None
+    if variant == "limit":
+        limit_session, headers = await _limit_session(base_url)
+        url = f"{base_url}/sources/"
+
+        def make(**_: Any) -> Any:
+            return _LimitTrigger(log, limit_session, url, headers)
+
+    elif variant == "peer":
         define_http_connection(base_url)
         make = _peer_trigger(log, started, _peer_token(base_url))
     else:
@@ -257,6 +323,8 @@ async def measure(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, ticker, return_exceptions=True)
+    if limit_session is not None:
+        await limit_session.close()
 
     lateness = sorted(log.lateness)
 
