@@ -21,7 +21,7 @@ def _summary(sections: Sequence[Section]) -> list[str]:
     summary = Table(["target", "goal", f"measured: median (min{DASH}max)", "met"])
     for section in sections:
         for target in section.targets:
-            mark = "yes" if target.met else "**NO**"
+            mark = "—" if target.goal == "reported" else "yes" if target.met else "**NO**"
             summary.rows.append([target.what, target.goal, target.measured, mark])
     return _table(summary)
 

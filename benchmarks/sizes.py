@@ -32,6 +32,8 @@ class Sizes:
     trigger_poll_interval_s: float = 5.0
     trigger_seconds: float = 60.0
     trigger_latency_s: float = 0.3
+    trigger_repeats: int = 3
+    """Fresh-process runs of each section-7 variant at ``triggers``, interleaved."""
 
 
 FULL = Sizes()
@@ -56,4 +58,5 @@ QUICK = Sizes(
     trigger_poll_interval_s=1.0,
     trigger_seconds=2.0,
     trigger_latency_s=0.05,
+    trigger_repeats=1,
 )
