@@ -204,9 +204,10 @@ class EdgeStack(AirflowStack):
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.guard.url,
             "METI_TOPOLOGY_HOST": worker,
             "PYTHONPATH": f"{WORKER_SETTINGS}{os.pathsep}{env['PYTHONPATH']}",
-            # A remote worker keeps its own task logs and pushes copies to the API server, which
-            # writes them under its own log folder: one shared folder would read its own echo.
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.groups.log_dir / f"{worker}-tasks"),
+            # Task logs go to the home's folder, as with a shared log volume, not through the
+            # API: edge3 5.1.0 pushes a resumed deferred task's log again from its start (each
+            # resumption is a new job), so the central copy would repeat earlier executions.
+            "AIRFLOW__EDGE__PUSH_LOGS": "False",
         }
 
     def ready_workers(self) -> list[str]:
