@@ -146,7 +146,9 @@ def _check_recovery(
     ok = (
         resumed is not None
         and 1 <= in_flight <= MOST_IN_FLIGHT
-        and recorded + in_flight <= len(by_killed_try)
+        # In flight means recorded before its POST started: a POST the kill stopped before
+        # it reached METI is in flight too, so the killed try's creates lie in between.
+        and recorded <= len(by_killed_try) <= recorded + in_flight
         and scans == 1
         and not duplicates
         and not lost
