@@ -36,29 +36,36 @@ run_dag = example_dags.run_dag
 DAG_ID = "meti_conflict_review"
 REVIEW_TASK = "review_conflict"
 ANSWER_LIMIT = 120.0
+RESUME_GRACE = 2.0
+"""Seconds an answered task may stay parked before the reviewer resumes it again."""
 ANSWERS = {"FIELD-007": WAIT, "FIELD-008": WITHDRAW}
 
 
 def answer_when_asked(emulator, answers: dict[str, str]) -> dict[str, Any]:
-    """In the background: answer each review of the run by the alt_id its question names."""
-    outcome: dict[str, Any] = {"answered": {}}
+    """In the background: answer each review of the run by the alt_id its question names,
+    until ``outcome["stop"]`` is set (or ``ANSWER_LIMIT`` has passed)."""
+    outcome: dict[str, Any] = {"answered": {}, "stop": threading.Event()}
     # Import and map Airflow's models here first: a thread that imports them while dag.test()
     # imports others can deadlock on the import lock and SQLAlchemy's mapper registry.
     import airflow.api.common.trigger_dag  # noqa: F401
     from airflow.models import import_all_models
 
     import_all_models()
-    open_questions()
+    parked_questions()
 
     def answer_all() -> None:
         deadline = time.monotonic() + ANSWER_LIMIT
-        while time.monotonic() < deadline and len(outcome["answered"]) < len(answers):
-            for ti_id, subject in open_questions():
+        while time.monotonic() < deadline and not outcome["stop"].is_set():
+            for ti_id, subject, responded_at in parked_questions():
                 alt_id = next((a for a in answers if a in subject), None)
-                if alt_id and alt_id not in outcome["answered"]:
+                if alt_id is None:
+                    continue
+                if responded_at is None:  # asked, or asked again after a lost answer
                     record_answer(ti_id, answers[alt_id])
                     outcome["answered"][alt_id] = answers[alt_id]
-            time.sleep(0.2)
+                elif _seconds_since(responded_at) > RESUME_GRACE:
+                    resume(ti_id)  # answered, but the task parked after the answer came
+            outcome["stop"].wait(0.2)
 
     thread = threading.Thread(target=answer_all, name="reviewer", daemon=True)
     thread.start()
@@ -66,11 +73,12 @@ def answer_when_asked(emulator, answers: dict[str, str]) -> dict[str, Any]:
     return outcome
 
 
-def open_questions() -> list[tuple[Any, str]]:
-    """Unanswered questions whose task has paused for input.
+def parked_questions() -> list[tuple[Any, str, Any]]:
+    """``(ti_id, subject, responded_at)`` of every question whose task is parked for input.
 
-    An answer that arrives while the task is still pausing races the pause: Airflow then
-    runs the task again, and it asks again.
+    An answer that arrives while the task is still pausing races the pause: the task can
+    then park after the answer was recorded (it waits for a resume that came too early), or
+    run again and ask again. The reviewer resumes the first and answers the second.
     """
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
@@ -80,10 +88,28 @@ def open_questions() -> list[tuple[Any, str]]:
         details = (
             session.query(HITLDetail)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-            .filter(HITLDetail.responded_at.is_(None), TaskInstance.state == "awaiting_input")
+            .filter(TaskInstance.state == "awaiting_input")
             .all()
         )
-        return [(detail.ti_id, detail.subject) for detail in details]
+        return [(detail.ti_id, detail.subject, detail.responded_at) for detail in details]
+
+
+def _seconds_since(moment: Any) -> float:
+    from airflow.utils import timezone
+
+    return (timezone.utcnow() - timezone.coerce_datetime(moment)).total_seconds()
+
+
+def resume(ti_id: Any) -> None:
+    """Resume a parked task whose answer is recorded, as the API server does on an answer."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.get(TaskInstance, ti_id)
+        if ti.state == "awaiting_input":
+            _submit_answer(ti, session.get(HITLDetail, ti_id), session)
 
 
 def record_answer(ti_id: Any, option: str) -> None:
@@ -101,12 +127,16 @@ def record_answer(ti_id: Any, option: str) -> None:
         detail.responded_at = timezone.utcnow()
         ti = session.get(TaskInstance, ti_id)
         if ti.state == "awaiting_input":  # 3.3 parks the task: resume it as the API server does
-            from airflow.models.trigger import handle_event_submit
-            from airflow.triggers.base import TriggerEvent
+            _submit_answer(ti, detail, session)
 
-            handle_event_submit(
-                TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-            )
+
+def _submit_answer(ti: Any, detail: Any, session: Any) -> None:
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
+
+    handle_event_submit(
+        TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+    )
 
 
 @pytest.mark.skipif(
@@ -118,14 +148,19 @@ def record_answer(ti_id: Any, option: str) -> None:
         "the task without a trigger"
     ),
 )
-@pytest.mark.timeout(300)
+# The thread method: a stuck run of this test once outlived the signal method's alarm by
+# twenty minutes (dag.test()'s wait was never interrupted); a thread ends the worker instead.
+@pytest.mark.timeout(300, method="thread")
 def test_each_answer_withdraws_or_waits(run_dag, emulator):
     reviewer = answer_when_asked(emulator, ANSWERS)
 
     # Reschedule mode: dag.test() runs a deferred sensor's trigger inline, blocking the run,
     # so a "wait" could never see the "withdraw" of the other review run after it.
     conf = {"poke_interval": 1, "sensor_timeout": 120, "deferrable": False}
-    dag_run = run_dag(DAG_ID, run_conf=conf)
+    try:
+        dag_run = run_dag(DAG_ID, run_conf=conf)
+    finally:
+        reviewer["stop"].set()
 
     reviewer["thread"].join(timeout=5)
     assert reviewer["answered"] == ANSWERS
