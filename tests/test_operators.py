@@ -229,8 +229,8 @@ def test_a_missing_file_is_a_clear_error(meti_connection, emulator, task_context
 def test_a_retried_create_stores_no_duplicates(meti_connection, emulator, capfd):
     meti_connection(extra={"max_retries": 0})
     features = grid(6, prefix="R")
-    # One POST is stored but its answer lost (the third, for this seed): try 1 fails part-way.
-    emulator.set_faults(rate=0.5, kinds=["stored_then_drop"], methods=["POST"], seed=0, count=1)
+    # One POST is stored but its answer lost (the third POST METI sees): try 1 fails part-way.
+    emulator.set_faults(rate=1.0, kinds=["stored_then_drop"], methods=["POST"], skip=2, count=1)
     one_per_post = {"max_workers": 1, "batch_size": 1}  # v2 would send all six in one POST
     first = MetiCreateSourcesOperator(task_id="c", feature_collection=features, **one_per_post)
     with pytest.raises(MetiApiError):
