@@ -150,3 +150,40 @@ def test_a_cancelled_renewal_is_taken_over_by_a_waiter():
 
 async def _issued(value: str) -> IssuedToken:
     return IssuedToken(value, 3600)
+
+
+@pytest.mark.parametrize("steps_between", range(6))
+def test_a_waiter_cancelled_as_the_renewal_is_abandoned_stays_cancelled(steps_between):
+    # The renewer and its waiter are cancelled together, as every trigger is at a shared
+    # deadline. Python 3.11's wait_for returns instead of raising when the awaited event
+    # fires in the step the cancellation lands; the waiter then renewed on its own and kept
+    # the trigger waiting for a token endpoint that does not answer.
+    started = cancelled = 0
+
+    async def counted() -> IssuedToken:
+        nonlocal started, cancelled
+        started += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        raise AssertionError("unreachable")
+
+    async def main() -> None:
+        tokens = AsyncTokenManager()
+        renewer = asyncio.create_task(tokens.get(never_answers(asyncio.Event())))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(tokens.get(counted, wait=100))
+        await asyncio.sleep(0)
+        renewer.cancel()
+        for _ in range(steps_between):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        # A bound, not a timing: a waiter that swallowed its cancellation never ends.
+        await asyncio.wait({renewer, waiter}, timeout=10)
+        assert waiter.done(), "the cancelled waiter is still waiting for its own renewal"
+        assert renewer.cancelled() and waiter.cancelled()
+
+    asyncio.run(main())
+    assert started == cancelled  # a renewal the waiter took over ended with it

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from airflow_provider_meti.aio.within import within
 from airflow_provider_meti.auth import (
     CachedToken,
     IssuedToken,
@@ -61,10 +62,9 @@ class AsyncTokenManager:
                 renewal, done = self._renewal = (Renewal(), asyncio.Event())
                 return (await self._renew_for_all(fetch, renewal, done)).value
             renewal, done = ongoing
-            try:
-                await asyncio.wait_for(done.wait(), wait)
-            except asyncio.TimeoutError:
-                raise renewal_wait_error(wait or 0.0) from None
+            ended, _ = await within(done.wait(), wait)
+            if not ended:
+                raise renewal_wait_error(wait or 0.0)
             if renewal.error is not None:
                 raise shared_failure(renewal.error)
             # Renewed (the loop returns the token), or abandoned (the loop renews).

@@ -1,0 +1,30 @@
+"""within(): await a coroutine for at most some seconds, cancellation-safe on Python 3.11."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def within(awaited: Coroutine[Any, Any, T], seconds: float | None) -> tuple[bool, T | None]:
+    """``(True, result)`` when ``awaited`` ends within ``seconds`` (None: however long it
+    takes), else ``(False, None)`` after cancelling it.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns instead of raising when the
+    caller is cancelled in the step ``awaited`` ends, and a cancelled trigger must stop.
+    """
+    task = asyncio.ensure_future(awaited)
+    try:
+        await asyncio.wait({task}, timeout=None if seconds is None else max(seconds, 0))
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False, None
+    return True, task.result()
