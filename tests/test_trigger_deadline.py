@@ -57,3 +57,26 @@ def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch)
     assert [event["status"] for event in events] == ["timeout"] * TRIGGERS
     assert all("before METI answered" in event["message"] for event in events)
     assert server.seen["POST /token"] <= 1  # at most one renewal, shared by every trigger
+
+
+def test_a_trigger_times_out_while_its_connection_lookup_hangs(monkeypatch):
+    looked_up = asyncio.Event()
+
+    async def hanging_lookup(conn_id: str):
+        looked_up.set()
+        await asyncio.Event().wait()  # a secrets backend that never answers
+
+    monkeypatch.setattr("airflow_provider_meti.triggers.meti.aget_connection", hanging_lookup)
+    trigger = MetiSourceTrigger(
+        meti_conn_id="meti_behind_a_hanging_vault", source_id=SOURCE, deadline=time.time() + 0.2
+    )
+
+    async def main() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    event = asyncio.run(asyncio.wait_for(main(), 60))
+    assert looked_up.is_set()
+    assert event["status"] == "timeout"
+    assert "before METI answered" in event["message"]

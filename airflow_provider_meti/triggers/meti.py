@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_meti._compat import (
@@ -14,6 +13,7 @@ from airflow_provider_meti._compat import (
     aconnection_extras,
     aget_connection,
 )
+from airflow_provider_meti.aio.within import within
 from airflow_provider_meti.conditions import (
     CONDITION_TEXT,
     WaitFor,
@@ -82,7 +82,12 @@ class MetiSourceTrigger(BaseTrigger):
         from airflow_provider_meti.aio.shared import shared_client
 
         try:
-            parts = await self._connection_settings()
+            # The timeout holds while a secrets backend is slow to answer, too.
+            found, parts = await within(self._connection_settings(), self._remaining())
+            if not found:
+                yield TriggerEvent(self._timeout(unanswered=True))
+                return
+            assert parts is not None
             parts.token_source()  # refuses unusable credentials before anything is shared
         except Exception as error:  # e.g. an unknown conn_id: an event, not a crashed trigger
             yield TriggerEvent(self._error(error))
@@ -108,7 +113,7 @@ class MetiSourceTrigger(BaseTrigger):
                 # The timeout holds while a check waits too (a token endpoint that is down,
                 # a slow reply): cancelling a check cancels its request and hands any token
                 # renewal it started to the next caller.
-                finished, outcome = await _within(self._check(client), remaining)
+                finished, outcome = await within(self._check(client), remaining)
                 if not finished:
                     return self._timeout(unanswered=not answered)
             if outcome is not None:
@@ -180,25 +185,3 @@ class MetiSourceTrigger(BaseTrigger):
         if cause is not None:
             event["cause"] = cause
         return event
-
-
-async def _within(
-    check: Coroutine[Any, Any, dict[str, Any] | None], seconds: float
-) -> tuple[bool, dict[str, Any] | None]:
-    """``(True, result)`` of ``check`` when it ends within ``seconds``, else ``(False, None)``
-    after cancelling it.
-
-    Not ``asyncio.wait_for``: before Python 3.12 it can swallow the cancellation of the
-    caller when the check ends at the same moment, and a stopping triggerer must stop.
-    """
-    task = asyncio.ensure_future(check)
-    try:
-        await asyncio.wait({task}, timeout=max(seconds, 0))
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return False, None
-    return True, task.result()
