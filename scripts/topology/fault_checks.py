@@ -11,6 +11,7 @@ from airflow_stack import WORKERS
 from checks import Findings
 from metadata import Metadata
 from runs import EXTRACT, REGISTER, SENSOR, Runs
+from server_restarts import ServerRestart
 from triggerer_kill import TriggererKill
 from worker_kill import REGISTER_TASK, WorkerKill
 
@@ -22,6 +23,7 @@ RESUMED = re.compile(
     r"Resuming from the task state store: (\d+) features recorded as stored, (\d+) in\s+flight"
 )
 TOKEN_PATHS = ("/token", "/oauth/token")
+SERVER_NAMES = {"postgres": "PostgreSQL", "redis": "Redis"}
 TRIGGER_LOG = re.compile(r"attempt=\d+\.log\.trigger\.(\d+)\.log$")
 
 
@@ -289,3 +291,38 @@ def _trigger_events(task_logs: Path, run_id: str, map_index: int) -> dict[int, i
             job = int(match.group(1))
             fired[job] = fired.get(job, 0) + count
     return fired
+
+
+def check_server_restarts(restarts: list[ServerRestart], found: Findings) -> None:
+    """Each server restarted once, mid-run; that every run still succeeded is checked by
+    ``check_runs``."""
+    figures = found.figures.setdefault("server_restarts", {})
+    for restart in restarts:
+        name = f"{SERVER_NAMES[restart.server]} restarted mid-run"
+        landed = restart.landed
+        if landed is None:
+            found.add(name, False, restart.error or f"never due ({restart.where})")
+            continue
+        figures[restart.server] = {
+            "where": restart.where,
+            "sources_held": landed.sources_held,
+            "runs_unfinished": landed.runs_unfinished,
+            "tasks_running": landed.tasks_running,
+            "down_s": round(landed.down_s, 1),
+            "respawned": [
+                {"component": r.component, "exit_code": r.exit_code, "after_s": round(r.after_s)}
+                for r in landed.respawned
+            ],
+        }
+        respawned = "; ".join(
+            f"{r.component} exited (code {r.exit_code}) {r.after_s:.0f} s after the stop and "
+            "was started again"
+            for r in landed.respawned
+        )
+        found.add(
+            name,
+            restart.error is None and landed.runs_unfinished > 0,
+            f"stopped and started again {restart.where} ({landed.sources_held} sources held, "
+            f"{landed.runs_unfinished} runs unfinished, {landed.tasks_running} tasks running); "
+            f"away {landed.down_s:.1f} s" + (f"; {respawned}" if respawned else ""),
+        )

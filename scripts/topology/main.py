@@ -7,8 +7,9 @@ PostgreSQL (metadata database and Celery result backend), Redis (Celery broker),
 server, the METI emulator with a seeded 5 % fault rate, and Airflow's API server, scheduler,
 DAG processor, triggerer and two Celery workers. Six ``meti_register_sources`` runs and six
 ``meti_daily_extract`` runs (to ``s3://``) go at once, and the worker running one
-registration is killed mid-create (``worker_kill.py``), and the triggerer while sensors wait
-in it (``triggerer_kill.py``); then the checks in ``checks.py`` and ``fault_checks.py``.
+registration is killed mid-create (``worker_kill.py``), the triggerer while sensors wait in
+it (``triggerer_kill.py``), and Redis and PostgreSQL are each restarted once
+(``server_restarts.py``); then the checks in ``checks.py`` and ``fault_checks.py``.
 Everything is stopped at the end, on success, failure or Ctrl-C. Figures go to
 ``.airflow/topology/summary.json``.
 """
@@ -33,6 +34,7 @@ from airflow_stack import COMPONENTS, TOKEN_HOSTS, WORKERS, build_stack
 from metadata import Metadata
 from processes import ProcessGroups, left_behind
 from runs import alt_id_prefix, register_run_id, run_all
+from server_restarts import REDIS_AFTER_SOURCES, ServerRestart, ServiceManager
 from servers import Emulator, MotoS3, Postgres, Redis, postgres_bin
 from summary import print_summary, write_json
 from triggerer_kill import TriggererKill
@@ -88,6 +90,8 @@ def main() -> int:
             redis.start(groups)
         s3.start(groups, str(BIN / "moto_server"), _plain_env())
         emulator.start()
+        restarts = _server_restarts(groups, postgres, redis, emulator, kill, triggerer_kill)
+        service = ServiceManager(groups, restarts, (*COMPONENTS, *WORKERS))
         phases["servers"] = time.monotonic() - mark
 
         mark = time.monotonic()
@@ -127,7 +131,7 @@ def main() -> int:
             fields_dir=TOPOLOGY / "fields",
             output_dir=f"s3://aws_default@{BUCKET}/daily",
             timeout=RUNS_TIMEOUT,
-            on_poll=lambda db: _inject(db, kill, triggerer_kill),
+            on_poll=lambda db: _inject(db, kill, triggerer_kill, restarts, service),
         )
         phases["runs"] = time.monotonic() - mark
         print("Every run has finished; stopping Airflow, then checking")
@@ -141,6 +145,7 @@ def main() -> int:
         checks.check_workers(db, runs, stack.home / "logs", found)
         fault_checks.check_worker_kill(db, kill, runs, stack.home / "logs", found)
         fault_checks.check_triggerer_kill(db, triggerer_kill, stack.home / "logs", found)
+        fault_checks.check_server_restarts(restarts, found)
         checks.check_tokens(db, emulator, components_ran, found)
         checks.check_token_caches({h: stack.token_cache(h) for h in TOKEN_HOSTS}, found)
         checks.check_extracts(db, emulator, s3, runs, found)
@@ -199,11 +204,55 @@ def main() -> int:
     return 1 if error or found.failed else 0
 
 
-def _inject(db: Metadata, kill: WorkerKill, triggerer_kill: TriggererKill) -> None:
-    """The faults' steps placed by what the metadata database shows: the killed worker's
-    restart, and the triggerer's kill."""
+def _inject(
+    db: Metadata,
+    kill: WorkerKill,
+    triggerer_kill: TriggererKill,
+    restarts: list[ServerRestart],
+    service: ServiceManager,
+) -> None:
+    """The faults' steps placed by what the run has reached: the killed worker's restart,
+    the triggerer's kill, and the servers' restarts (and what their service manager does)."""
     kill.restart_when_retried(db)
     triggerer_kill.poll(db)
+    for restart in restarts:
+        restart.poll(db)
+    service.poll()
+
+
+def _server_restarts(
+    groups: ProcessGroups,
+    postgres: Postgres,
+    redis: Redis,
+    emulator: Emulator,
+    kill: WorkerKill,
+    triggerer_kill: TriggererKill,
+) -> list[ServerRestart]:
+    assert emulator.server is not None
+    ledger = emulator.server.ledger
+    restarts = []
+    if EXECUTOR == "celery":
+        restarts.append(
+            ServerRestart(
+                "redis",
+                groups,
+                due=lambda: ledger.count() >= REDIS_AFTER_SOURCES,
+                wait_until_up=lambda: redis.wait_until_up(groups),
+                sources_held=ledger.count,
+                where=f"at the first look after METI held {REDIS_AFTER_SOURCES} sources",
+            )
+        )
+    restarts.append(
+        ServerRestart(
+            "postgres",
+            groups,
+            due=lambda: kill.retry_done and triggerer_kill.landed is not None,
+            wait_until_up=lambda: postgres.wait_until_up(groups),
+            sources_held=ledger.count,
+            where="once the killed worker's retry had succeeded and the triggerer kill landed",
+        )
+    )
+    return restarts
 
 
 def _meti_connection(emulator: Emulator) -> dict[str, object]:

@@ -190,8 +190,9 @@ def _wait(
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stack.check_running()
+        # The condition first: its poll may start again what exited after a server restart.
         if condition():
             return
+        stack.check_running()
         time.sleep(0.5)
     raise RuntimeError(f"gave up after {timeout:.0f} s waiting for {what}. {describe()}")

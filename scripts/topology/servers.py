@@ -173,9 +173,14 @@ class Postgres:
             stop_signal=signal.SIGINT,  # PostgreSQL's "fast" shutdown
             cwd=self.socket_dir,
         )  # fmt: skip
-        wait_for_server(groups, server, lambda: self.psql("SELECT 1").strip() == "1", "PostgreSQL")
+        self.wait_until_up(groups, server)
         self.psql(f"CREATE ROLE airflow LOGIN PASSWORD '{self.password}'")
         self.psql("CREATE DATABASE airflow OWNER airflow")
+
+    def wait_until_up(self, groups: ProcessGroups, server: Managed | None = None) -> None:
+        """Wait until the server (by default the running one, as after a restart) answers."""
+        server = server or groups.running("postgres")
+        wait_for_server(groups, server, lambda: self.psql("SELECT 1").strip() == "1", "PostgreSQL")
 
     def _make_base_dir(self, user: str | None) -> None:
         self.base_dir = Path(tempfile.mkdtemp(prefix="meti-topology-pg-"))  # 0700
@@ -207,6 +212,9 @@ class Postgres:
 
 @dataclass
 class Redis:
+    """Redis as Celery's broker, with its append-only file on, as a broker whose restart
+    must not lose the queued tasks is run."""
+
     work_dir: Path
     port: int = field(default_factory=free_port)
 
@@ -220,9 +228,14 @@ class Redis:
         server = groups.start(
             "redis",
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.work_dir), "--daemonize", "no"],
+             "--appendonly", "yes", "--dir", str(self.work_dir), "--daemonize", "no"],
             env={"PATH": "/usr/bin:/bin"},
         )  # fmt: skip
+        self.wait_until_up(groups, server)
+
+    def wait_until_up(self, groups: ProcessGroups, server: Managed | None = None) -> None:
+        """Wait until the server (by default the running one, as after a restart) answers."""
+        server = server or groups.running("redis")
         wait_for_server(groups, server, lambda: _redis_ping(self.port), "Redis")
 
 

@@ -71,6 +71,16 @@ def print_summary(found: Findings, error: str | None, json_path: Path) -> None:
             f"{t['fired_in_new_triggerer']} ({t['fired_twice']} fired twice, each sensor "
             "resumed once)",
         )
+    for server, r in sorted(f.get("server_restarts", {}).items()):
+        _line(
+            f"{server} restarted",
+            f"{r['where']} ({r['sources_held']} sources held, {r['runs_unfinished']} runs "
+            f"unfinished, {r['tasks_running']} tasks running); away {r['down_s']:.1f} s"
+            + "".join(
+                f"; {x['component']} exited (code {x['exit_code']}) and was started again"
+                for x in r.get("respawned", [])
+            ),
+        )
     if "recovery" in f:
         r = f["recovery"]
         _line(
