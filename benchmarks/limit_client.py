@@ -103,6 +103,20 @@ class TightClient:
         response.raise_for_status()
         return self._decode(response.content)
 
+    def create_one(self, feature: Mapping[str, Any]) -> str:
+        """One feature per ``POST /sources`` (API v1), the body encoded by msgspec."""
+        import msgspec
+
+        body = msgspec.json.encode({"type": "FeatureCollection", "features": [feature]})
+        response = self.session.post(
+            f"{self.base_url}/sources",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return str(self._decode(response.content)["id"])
+
     def page_bodies(self, page_size: int) -> Iterator[bytes]:
         """The raw bodies of ``GET /sources`` until a short page (no decoding)."""
         import msgspec
