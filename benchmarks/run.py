@@ -1,7 +1,8 @@
 """Run the benchmark sections and write the report.
 
-``python -m benchmarks`` runs everything (six minutes on two cores) and writes ``BENCHMARKS.md``;
-``--quick`` runs every section on tiny sizes and prints the report instead (a smoke test).
+``python -m benchmarks`` runs everything (about 45 minutes on two cores) and writes
+``BENCHMARKS.md``; ``--quick`` runs every section on tiny sizes and prints the report instead
+(a smoke test).
 """
 
 from __future__ import annotations
