@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,8 +22,9 @@ async def within(awaited: Coroutine[Any, Any, T], seconds: float | None) -> tupl
     finally:
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not ``await task``: a cancellation of the caller while the check unwinds would
+            # go to the check, and suppressing the check's would swallow the caller's.
+            await asyncio.wait({task})
     if task.cancelled():
         return False, None
     return True, task.result()
