@@ -79,4 +79,4 @@ def test_a_trigger_times_out_while_its_connection_lookup_hangs(monkeypatch):
     event = asyncio.run(asyncio.wait_for(main(), 60))
     assert looked_up.is_set()
     assert event["status"] == "timeout"
-    assert "before METI answered" in event["message"]
+    assert "connection 'meti_behind_a_hanging_vault' could be read" in event["message"]

@@ -85,7 +85,11 @@ class MetiSourceTrigger(BaseTrigger):
             # The timeout holds while a secrets backend is slow to answer, too.
             found, parts = await within(self._connection_settings(), self._remaining())
             if not found:
-                yield TriggerEvent(self._timeout(unanswered=True))
+                message = (
+                    f"The sensor's timeout ran out before connection {self.meti_conn_id!r} "
+                    "could be read (its secrets backend did not answer); METI was not asked."
+                )
+                yield TriggerEvent({"status": "timeout", "message": message})
                 return
             assert parts is not None
             parts.token_source()  # refuses unusable credentials before anything is shared
