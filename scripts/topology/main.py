@@ -91,7 +91,7 @@ def main() -> int:
         s3.start(groups, str(BIN / "moto_server"), _plain_env())
         emulator.start()
         restarts = _server_restarts(groups, postgres, redis, emulator, kill, triggerer_kill)
-        service = ServiceManager(groups, restarts, (*COMPONENTS, *WORKERS))
+        service = ServiceManager(groups, restarts, tuple(COMPONENTS))
         phases["servers"] = time.monotonic() - mark
 
         mark = time.monotonic()

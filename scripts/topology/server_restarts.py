@@ -1,17 +1,19 @@
 """Deployment faults: the metadata database and the broker, each restarted once mid-run.
 
 Each restart is placed by what the run has reached, not by the clock:
-- Redis (Celery only), once METI holds ``REDIS_AFTER_SOURCES`` sources: registrations are
-  under way and tasks sit in the broker's queue;
+- Redis (Celery only), at the first look after METI holds ``REDIS_AFTER_SOURCES`` of the
+  registrations' sources;
 - PostgreSQL, once the killed worker's retry has succeeded (so its bounded recovery is
-  measured apart from this fault) and the triggerer kill has landed: extracts and sensors
-  are still running.
+  measured apart from this fault) and the triggerer kill has landed.
+
+The check requires runs still unfinished when each lands; the summary counts them, the
+running tasks and the sources METI held.
 
 A restart is what a service manager does: PostgreSQL's fast shutdown (every session ended,
 open transactions rolled back), Redis' SIGTERM (its append-only file written), then the same
 server on the same port and data. The runs see connections refused and broken for as long as
 the server is away, and must finish all the same, retries allowed. An Airflow component
-that exits because its server went away (the scheduler does, when its database does) is
+that exits soon after its server went away (the triggerer does, when its database does) is
 started again, as its service manager would, and the summary names it.
 """
 
@@ -26,6 +28,7 @@ from processes import ProcessGroups
 from runs import EXTRACT, REGISTER
 
 REDIS_AFTER_SOURCES = 24
+RESPAWN_WINDOW_S = 60.0  # after the server answers again; Airflow's retries end well before
 UNFINISHED = ("queued", "running")
 
 
@@ -67,6 +70,10 @@ class ServerRestart:
             return
         if not self.due():
             return
+        gone = self.groups.exited()
+        if gone:  # a crash of its own, not this fault's: check_running reports it
+            self.error = f"not restarted: {', '.join(gone)} had exited before"
+            return
         try:
             self._counts = _unfinished(db)  # before: the database may be the one to go
             self.landed = self._restart()
@@ -93,10 +100,12 @@ class ServerRestart:
 
 @dataclass
 class ServiceManager:
-    """Starts an Airflow component again when it exits after a server restart began.
+    """Starts an Airflow component (not a worker) again when it exits within
+    ``RESPAWN_WINDOW_S`` of a server's restart, once per component and restart.
 
-    Before any restart an exit stays an error (``check_running`` reports it); components
-    killed on purpose are marked so and are not this manager's to start.
+    Any other exit stays an error that ``check_running`` reports: one before a restart, a
+    second one, a late one, a worker's. Components killed on purpose are marked so and are
+    not this manager's to start.
     """
 
     groups: ProcessGroups
@@ -104,20 +113,22 @@ class ServiceManager:
     components: tuple[str, ...]
 
     def poll(self) -> None:
-        begun = [r for r in self.restarts if r.began is not None]
-        if not begun:
+        landed = [r for r in self.restarts if r.landed is not None and r.began is not None]
+        if not landed:
             return
-        latest = max(begun, key=lambda r: r.began or 0.0)
+        latest = max(landed, key=lambda r: r.began or 0.0)
+        assert latest.landed is not None and latest.began is not None
+        since_stop = time.monotonic() - latest.began
+        if since_stop > latest.landed.down_s + RESPAWN_WINDOW_S:
+            return
+        already = {r.component for r in latest.landed.respawned}
         for name in self.groups.exited():
-            if name not in self.components:
+            if name not in self.components or name in already:
                 continue
             code = self.groups.running(name).process.returncode
             self.groups.killed(name)
             self.groups.restart(name)
-            assert latest.began is not None
-            respawned = Respawned(name, code, time.monotonic() - latest.began)
-            if latest.landed is not None:  # else its error is what the checks report
-                latest.landed.respawned.append(respawned)
+            latest.landed.respawned.append(Respawned(name, code, since_stop))
 
 
 def _unfinished(db: Metadata) -> tuple[int, int]:
