@@ -1,6 +1,6 @@
 """Run the benchmark sections and write the report.
 
-``python -m benchmarks`` runs everything (about 45 minutes on two cores) and writes
+``python -m benchmarks`` runs everything (about 40 minutes on two cores) and writes
 ``BENCHMARKS.md``; ``--quick`` runs every section on tiny sizes and prints the report instead
 (a smoke test).
 """

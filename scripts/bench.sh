@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks (about 45 minutes on two cores); writes BENCHMARKS.md. --quick: a smoke run.
+# The benchmarks (about 40 minutes on two cores); writes BENCHMARKS.md. --quick: a smoke run.
 # Extra arguments go to `python -m benchmarks` (e.g. scripts/bench.sh --only per_call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
