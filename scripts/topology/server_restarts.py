@@ -35,7 +35,7 @@ UNFINISHED = ("queued", "running")
 @dataclass
 class RestartLanding:
     server: str
-    at: float  # epoch seconds, when it was stopped
+    stopped: float  # monotonic, when it was stopped
     down_s: float  # stopped until it answered again
     sources_held: int  # what METI held then
     runs_unfinished: int
@@ -62,8 +62,6 @@ class ServerRestart:
     where: str  # the point it is placed at, for the summary
     landed: RestartLanding | None = None
     error: str | None = None
-    began: float | None = None  # monotonic, when it was stopped
-    _counts: tuple[int, int] = field(default=(0, 0))
 
     def poll(self, db: Metadata) -> None:
         if self.landed is not None or self.error is not None:
@@ -75,23 +73,21 @@ class ServerRestart:
             self.error = f"not restarted: {', '.join(gone)} had exited before"
             return
         try:
-            self._counts = _unfinished(db)  # before: the database may be the one to go
-            self.landed = self._restart()
+            counts = _unfinished(db)  # before: the database may be the one to go
+            self.landed = self._restart(*counts)
         except Exception as failure:  # reported by the checks; the run goes on
             self.error = f"{type(failure).__name__}: {failure}"
 
-    def _restart(self) -> RestartLanding:
+    def _restart(self, runs_unfinished: int, tasks_running: int) -> RestartLanding:
         held = self.sources_held()
-        stopped_at, mark = time.time(), time.monotonic()
-        self.began = mark
+        stopped = time.monotonic()
         self.groups.stop([self.server])
         self.groups.restart(self.server)
         self.wait_until_up()
-        runs_unfinished, tasks_running = self._counts
         return RestartLanding(
             self.server,
-            stopped_at,
-            time.monotonic() - mark,
+            stopped,
+            time.monotonic() - stopped,
             held,
             runs_unfinished,
             tasks_running,
@@ -113,22 +109,21 @@ class ServiceManager:
     components: tuple[str, ...]
 
     def poll(self) -> None:
-        landed = [r for r in self.restarts if r.landed is not None and r.began is not None]
+        landed = [r.landed for r in self.restarts if r.landed is not None]
         if not landed:
             return
-        latest = max(landed, key=lambda r: r.began or 0.0)
-        assert latest.landed is not None and latest.began is not None
-        since_stop = time.monotonic() - latest.began
-        if since_stop > latest.landed.down_s + RESPAWN_WINDOW_S:
+        latest = max(landed, key=lambda landing: landing.stopped)
+        since_stop = time.monotonic() - latest.stopped
+        if since_stop > latest.down_s + RESPAWN_WINDOW_S:
             return
-        already = {r.component for r in latest.landed.respawned}
+        already = {r.component for r in latest.respawned}
         for name in self.groups.exited():
             if name not in self.components or name in already:
                 continue
             code = self.groups.running(name).process.returncode
             self.groups.killed(name)
             self.groups.restart(name)
-            latest.landed.respawned.append(Respawned(name, code, since_stop))
+            latest.respawned.append(Respawned(name, code, since_stop))
 
 
 def _unfinished(db: Metadata) -> tuple[int, int]:
