@@ -86,3 +86,23 @@ def test_the_caller_cancelled_as_the_check_ends_stays_cancelled(steps_before):
             assert steps_before > 0
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_check_that_returns_once_cancelled_past_the_deadline_is_late():
+    async def check() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "answered only after the deadline"
+        return "unreachable"
+
+    assert asyncio.run(within(check(), 0.01)) == (False, None)
+
+
+def test_nan_seconds_is_no_time_not_a_timer_that_never_fires():
+    async def main() -> tuple[bool, object]:
+        never = asyncio.Event()
+        # If NaN became a timer, within() would wait for the check, which never ends.
+        return await within(never.wait(), float("nan"))
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == (False, None)

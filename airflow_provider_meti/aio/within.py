@@ -17,14 +17,18 @@ async def within(awaited: Coroutine[Any, Any, T], seconds: float | None) -> tupl
     caller is cancelled in the step ``awaited`` ends, and a cancelled trigger must stop.
     """
     task = asyncio.ensure_future(awaited)
+    # ``seconds > 0`` is False for NaN too: no time, rather than a timer that never fires.
+    timeout = None if seconds is None else (seconds if seconds > 0 else 0.0)
     try:
-        await asyncio.wait({task}, timeout=None if seconds is None else max(seconds, 0))
+        ended, _ = await asyncio.wait({task}, timeout=timeout)
     finally:
         if not task.done():
             task.cancel()
             # Not ``await task``: a cancellation of the caller while the check unwinds would
             # go to the check, and suppressing the check's would swallow the caller's.
             await asyncio.wait({task})
-    if task.cancelled():
+    if not ended:
+        if not task.cancelled():
+            task.result()  # an error raised while it unwound surfaces; a late value is late
         return False, None
     return True, task.result()
