@@ -231,10 +231,11 @@ def _issued_token(payload: Any, *, token_key: str, url: str) -> IssuedToken:
 
 @dataclass(frozen=True)
 class CachedToken:
-    """A token and the monotonic time at which it is to be renewed."""
+    """A token, the monotonic time at which it is to be renewed, and when it expires."""
 
     value: str
     renew_at: float
+    expires_at: float
 
     @classmethod
     def of(cls, issued: IssuedToken, *, requested_at: float, margin: float) -> CachedToken:
@@ -242,7 +243,14 @@ class CachedToken:
         (at most a fifth of its lifetime)."""
         lifetime = issued.lifetime if issued.lifetime is not None else issued.expires_in
         margin = min(margin, lifetime * MAX_MARGIN_FRACTION)
-        return cls(issued.value, requested_at + issued.expires_in - margin)
+        expires_at = requested_at + issued.expires_in
+        return cls(issued.value, expires_at - margin, expires_at)
+
+    def usable_after_waiting(self, now: float) -> bool:
+        """Whether a caller that waited for this renewal may use it: until it expires, even
+        past ``renew_at`` (a token endpoint slower than the margin must not set off one
+        renewal per waiter)."""
+        return now < self.expires_at
 
 
 @dataclass(eq=False)
@@ -251,6 +259,23 @@ class Renewal:
 
     error: BaseException | None = None
     abandoned: bool = False
+    token: CachedToken | None = None  # what it got, for the callers that waited for it
+
+
+RECENT_TOKENS = 8
+"""Tokens a manager remembers for redaction: a reply to a request sent with a token that has
+since been renewed or refused (by this caller's replay, or another's) may still quote it."""
+
+
+def remembered(recent: tuple[str, ...], value: str) -> tuple[str, ...]:
+    """``recent`` with ``value`` added, the oldest dropped beyond ``RECENT_TOKENS``; a new
+    tuple, so readers in other threads never see it change under them."""
+    return (*[token for token in recent if token != value], value)[-RECENT_TOKENS:]
+
+
+def wait_left(ends: float | None, now: float) -> float | None:
+    """Seconds left of a wait that ends at ``ends`` (None: no limit), never negative."""
+    return None if ends is None else max(ends - now, 0.0)
 
 
 def shared_failure(error: BaseException) -> BaseException:
@@ -300,6 +325,7 @@ class TokenManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: CachedToken | None = None
+        self._recent: tuple[str, ...] = ()
         self._renewal: tuple[Renewal, threading.Event] | None = None
 
     def get(
@@ -313,6 +339,8 @@ class TokenManager:
             as long as it takes)
         :raises MetiBudgetError: that renewal did not end within ``wait``
         """
+        # One wait, however many renewals it spans (one abandoned, then taken over).
+        ends = None if wait is None else self._clock() + wait
         while True:
             cached = self._cached
             if cached is not None and self._clock() < cached.renew_at:
@@ -330,17 +358,20 @@ class TokenManager:
             renewal, done = ongoing
             if mine:
                 return self._renew_for_all(fetch or self._fetch, renewal, done).value
-            if not done.wait(timeout=wait):
+            if not done.wait(timeout=wait_left(ends, self._clock())):
                 raise renewal_wait_error(wait or 0.0)
             if renewal.error is not None:
                 raise shared_failure(renewal.error)
+            if renewal.token is not None and renewal.token.usable_after_waiting(self._clock()):
+                return renewal.token.value
             # Renewed (the loop returns the token), or abandoned (the loop renews).
 
     def _renew_for_all(
         self, fetch: Callable[[], IssuedToken], renewal: Renewal, done: threading.Event
     ) -> CachedToken:
         try:
-            return self._renew(fetch)
+            renewal.token = self._renew(fetch)
+            return renewal.token
         except Exception as error:
             renewal.error = error
             raise
@@ -363,9 +394,14 @@ class TokenManager:
         cached = self._cached
         return cached.value if cached else None
 
+    def recent(self) -> tuple[str, ...]:
+        """The last ``RECENT_TOKENS`` tokens this manager got, to redact from replies."""
+        return self._recent
+
     def _renew(self, fetch: Callable[[], IssuedToken]) -> CachedToken:
         started = self._clock()
         issued = fetch()
+        self._recent = remembered(self._recent, issued.value)
         if self._on_new_token is not None:
             self._on_new_token(issued.value)
         self._cached = CachedToken.of(issued, requested_at=started, margin=self._margin)

@@ -361,7 +361,7 @@ class Transport:
             ) from None
 
     def _redacted(self, text: str) -> str:
-        secrets = (*self._token_source.secrets(), self._tokens.current() or "")
+        secrets = (*self._token_source.secrets(), *self._tokens.recent())
         return redact(text, secrets)
 
 

@@ -114,3 +114,33 @@ def test_the_trigger_event_for_a_form_encoded_token_reply_holds_no_token(
     shown = json.dumps(payload)
     assert FORM_TOKEN not in shown and PASSWORD not in shown
     assert "not JSON" in shown
+
+
+def revoking_every_token():
+    """Issues a new token on each request to /token and refuses every one, quoting all of
+    them: the replay's 401 names the token of the first try, no longer the current one."""
+    issued: list[str] = []
+
+    def script(request) -> None:
+        if request.path.startswith("/token"):
+            issued.append(f"tok-revoked-{len(issued):02d}-7d1e0c")
+            request.reply_json(200, {"token": issued[-1], "expires_in": 3600})
+        else:
+            request.reply_json(401, {"message": f"tokens revoked: {', '.join(issued)}"})
+
+    return script, issued
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_a_refusal_quoting_an_earlier_token_shows_none(scripted, get_source):  # noqa: F811
+    script, issued = revoking_every_token()
+    server = scripted(script)
+    settings, auth = settings_for(url_of(server), max_retries=0)
+
+    with pytest.raises(MetiAuthError, match="refused with a freshly issued token") as raised:
+        get_source(settings, auth)
+
+    message = str(raised.value)
+    assert len(issued) == 2  # the first try's token and the replay's
+    assert "tokens revoked" in message
+    assert not [token for token in issued if token in message], message

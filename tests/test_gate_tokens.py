@@ -4,8 +4,10 @@ for it counted against the waiter's deadline; sync threads and asyncio alike."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -193,3 +195,116 @@ def test_a_waiter_cancelled_as_the_renewal_is_abandoned_stays_cancelled(steps_be
 
     asyncio.run(main())
     assert started == cancelled  # a renewal the waiter took over ended with it
+
+
+def test_an_async_wait_is_one_wait_across_an_abandoned_renewal():
+    # The clock is injected: the wait ran out while the first renewal was still under way,
+    # so a waiter that finds the renewal taken over by another must not wait afresh.
+    now = [0.0]
+
+    async def main() -> None:
+        tokens = AsyncTokenManager(clock=lambda: now[0])
+        renewer = asyncio.create_task(tokens.get(never_answers(asyncio.Event())))
+        await asyncio.sleep(0)
+        waiters = [
+            asyncio.create_task(tokens.get(never_answers(asyncio.Event()), wait=100))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0)
+        now[0] = 150.0  # past both waits
+        renewer.cancel()
+        for _ in range(STEPS_TO_UNWIND):
+            if any(waiter.done() for waiter in waiters):
+                break
+            await asyncio.sleep(0)
+        finished = [waiter for waiter in waiters if waiter.done()]
+        assert len(finished) == 1, "the waiter that did not take over is waiting afresh"
+        with pytest.raises(MetiBudgetError, match=r"waited 100 s for the renewal"):
+            finished[0].result()
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(renewer, *waiters, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_thread_waits_once_across_an_abandoned_renewal():
+    now = [0.0]
+    clock_calls: Counter[int] = Counter()
+    renewing, release, take_over_release = threading.Event(), threading.Event(), threading.Event()
+    outcomes: list[BaseException | str] = []
+    failed = threading.Event()
+
+    class Abandon(BaseException):
+        """Ends the first renewal as an interrupt would (abandoned, not failed)."""
+
+    def clock() -> float:
+        clock_calls[threading.get_ident()] += 1
+        return now[0]
+
+    def abandoning() -> IssuedToken:
+        renewing.set()
+        release.wait(30)
+        raise Abandon
+
+    def taken_over() -> IssuedToken:
+        take_over_release.wait(30)
+        return IssuedToken("tok-late", 3600)
+
+    tokens = TokenManager(abandoning, clock=clock)
+
+    def renew_first() -> None:
+        with contextlib.suppress(Abandon):
+            tokens.get()
+
+    def wait() -> None:
+        try:
+            outcomes.append(tokens.get(taken_over, wait=100))
+        except MetiBudgetError as error:
+            outcomes.append(error)
+            failed.set()
+
+    renewer = threading.Thread(target=renew_first)
+    renewer.start()
+    assert renewing.wait(30)
+    waiters = [threading.Thread(target=wait) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    # Each waiter reads the clock twice before it waits: once for the end of its wait,
+    # once for what is left of it.
+    while not all(clock_calls[w.ident or 0] >= 2 for w in waiters):
+        take_over_release.wait(0.001)
+    now[0] = 150.0  # past both waits, while the first renewal is still under way
+    release.set()
+    # A bound, not a timing: the old wait started again with its full 100 s.
+    assert failed.wait(30), f"the waiter that did not take over waits afresh: {outcomes}"
+    take_over_release.set()
+    for thread in (renewer, *waiters):
+        thread.join(30)
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["MetiBudgetError", "str"]
+
+
+def test_waiters_of_a_renewal_slower_than_the_margin_share_its_token():
+    # The token endpoint answers only after the token's renewal time has passed (a 10 s
+    # token, renewed 2 s early, issued 9 s after it was asked for): it is still valid, and
+    # every waiter takes it instead of renewing one after another.
+    now = [0.0]
+    asked = 0
+    release = asyncio.Event()
+
+    async def slow() -> IssuedToken:
+        nonlocal asked
+        asked += 1
+        await release.wait()
+        now[0] += 9.0
+        return IssuedToken(f"tok-slow-{asked}", 10)
+
+    async def main() -> list[str]:
+        tokens = AsyncTokenManager(margin=60, clock=lambda: now[0])
+        calls = [asyncio.create_task(tokens.get(slow)) for _ in range(5)]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(*calls)
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ["tok-slow-1"] * 5
+    assert asked == 1

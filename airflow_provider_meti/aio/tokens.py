@@ -11,8 +11,10 @@ from airflow_provider_meti.auth import (
     CachedToken,
     IssuedToken,
     Renewal,
+    remembered,
     renewal_wait_error,
     shared_failure,
+    wait_left,
 )
 
 
@@ -41,6 +43,7 @@ class AsyncTokenManager:
         self._on_new_token = on_new_token
         self._clock = clock
         self._cached: CachedToken | None = None
+        self._recent: tuple[str, ...] = ()
         self._renewal: tuple[Renewal, asyncio.Event] | None = None
 
     async def get(
@@ -53,6 +56,8 @@ class AsyncTokenManager:
             (default: as long as it takes)
         :raises MetiBudgetError: that renewal did not end within ``wait``
         """
+        # One wait, however many renewals it spans (one abandoned, then taken over).
+        ends = None if wait is None else self._clock() + wait
         while True:
             cached = self._cached
             if cached is not None and self._clock() < cached.renew_at:
@@ -62,18 +67,21 @@ class AsyncTokenManager:
                 renewal, done = self._renewal = (Renewal(), asyncio.Event())
                 return (await self._renew_for_all(fetch, renewal, done)).value
             renewal, done = ongoing
-            ended, _ = await within(done.wait(), wait)
+            ended, _ = await within(done.wait(), wait_left(ends, self._clock()))
             if not ended:
                 raise renewal_wait_error(wait or 0.0)
             if renewal.error is not None:
                 raise shared_failure(renewal.error)
+            if renewal.token is not None and renewal.token.usable_after_waiting(self._clock()):
+                return renewal.token.value
             # Renewed (the loop returns the token), or abandoned (the loop renews).
 
     async def _renew_for_all(
         self, fetch: Callable[[], Awaitable[IssuedToken]], renewal: Renewal, done: asyncio.Event
     ) -> CachedToken:
         try:
-            return await self._renew(fetch)
+            renewal.token = await self._renew(fetch)
+            return renewal.token
         except Exception as error:
             renewal.error = error
             raise
@@ -94,9 +102,14 @@ class AsyncTokenManager:
         cached = self._cached
         return cached.value if cached else None
 
+    def recent(self) -> tuple[str, ...]:
+        """The last ``RECENT_TOKENS`` tokens this manager got, to redact from replies."""
+        return self._recent
+
     async def _renew(self, fetch: Callable[[], Awaitable[IssuedToken]]) -> CachedToken:
         started = self._clock()
         issued = await fetch()
+        self._recent = remembered(self._recent, issued.value)
         if self._on_new_token is not None:
             await self._on_new_token(issued.value)
         self._cached = CachedToken.of(issued, requested_at=started, margin=self._margin)

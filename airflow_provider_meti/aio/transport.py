@@ -296,7 +296,7 @@ class AsyncTransport:
         return self._proxies[key]
 
     def _redacted(self, text: str) -> str:
-        secrets = (*self._token_source.secrets(), self._tokens.current() or "")
+        secrets = (*self._token_source.secrets(), *self._tokens.recent())
         return redact_secrets(text, secrets)
 
 
