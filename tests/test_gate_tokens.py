@@ -308,3 +308,42 @@ def test_waiters_of_a_renewal_slower_than_the_margin_share_its_token():
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == ["tok-slow-1"] * 5
     assert asked == 1
+
+
+def test_threads_waiting_for_a_renewal_slower_than_the_margin_share_its_token():
+    # The sync twin: the token comes 9 s after it was asked for, past its renewal time
+    # (10 s, renewed 2 s early) but still valid; the threads that waited take it.
+    now = [0.0]
+    asked = 0
+    asking, release = threading.Event(), threading.Event()
+    waiting_threads: set[int] = set()
+
+    def clock() -> float:
+        waiting_threads.add(threading.get_ident())
+        return now[0]
+
+    def slow() -> IssuedToken:
+        nonlocal asked
+        asked += 1
+        asking.set()
+        release.wait(30)
+        now[0] += 9.0
+        return IssuedToken(f"tok-slow-{asked}", 10)
+
+    tokens = TokenManager(slow, margin=60, clock=clock)
+    got: list[str] = []
+    renewer = threading.Thread(target=lambda: got.append(tokens.get()))
+    renewer.start()
+    assert asking.wait(30)
+    waiters = [threading.Thread(target=lambda: got.append(tokens.get())) for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    # With no token cached and no wait limit, a thread reads the clock first just before it
+    # waits for the renewal under way (for what is left of its wait).
+    while not all(w.ident in waiting_threads for w in waiters):
+        release.wait(0.001)
+    release.set()
+    for thread in (renewer, *waiters):
+        thread.join(30)
+    assert got == ["tok-slow-1"] * 5
+    assert asked == 1
