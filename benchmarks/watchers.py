@@ -128,25 +128,57 @@ def _gets(stats: dict[str, Any]) -> int:
     return int(stats["requests"].get("GET /sources", 0))
 
 
+class ListingCounter:
+    """Counts the listings the watchers start and finish, by wrapping the trigger's one
+    listing call for the duration of a variant (the GETs alone cannot tell a listing more
+    from a page retried)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+
+    def __enter__(self) -> ListingCounter:
+        from airflow_provider_meti.triggers.sources_changed import MetiSourcesChangedTrigger
+
+        self._original = original = MetiSourcesChangedTrigger._list_once
+        counter = self
+
+        async def counted(trigger: Any) -> Any:
+            counter.started += 1
+            listing = await original(trigger)
+            counter.finished += 1
+            return listing
+
+        MetiSourcesChangedTrigger._list_once = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        from airflow_provider_meti.triggers.sources_changed import MetiSourcesChangedTrigger
+
+        MetiSourcesChangedTrigger._list_once = self._original  # type: ignore[method-assign]
+
+
 def _run_variant(emulator: EmulatorProcess, sizes: WatcherSizes, shared: bool) -> dict[str, Any]:
     before = emulator.stats()
     conn_id = define_meti_connection(emulator.url)
     watchers = _watchers(conn_id, sizes)
     cpu_before, emulator_before = time.process_time(), emulator.cpu_seconds()
     started = time.perf_counter()
-    asyncio.run(_drive(watchers, sizes.listings, shared))
+    with ListingCounter() as listings:
+        asyncio.run(_drive(watchers, sizes.listings, shared))
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     emulator_after = emulator.cpu_seconds()
     stats = emulator.stats()
     gets = _gets(stats) - _gets(before)
-    # Every watcher compared `listings` listings (a late one may have seen one more).
-    listings_done = gets / _pages_per_listing(sizes.sources)
     return {
         "shared": shared,
         "watchers": sizes.watchers,
         "gets": gets,
-        "listings": listings_done,
+        "listings_started": listings.started,
+        "listings": listings.finished,
+        # Every watcher compared `listings` listings (a late one may have seen one more).
+        "listings_per_interval": listings.finished / sizes.listings,
         "gets_per_interval": gets / sizes.listings,
         "token_requests": stats["token_requests"] - before["token_requests"],
         "seconds": seconds,
@@ -215,8 +247,9 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
         [
             "variant",
             "watchers",
+            "listings per interval",
+            "listings (started)",
             "listing GETs per interval",
-            "listings",
             "token requests",
             "client CPU s",
             "emulator CPU s",
@@ -229,8 +262,9 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
             [
                 name,
                 str(f["watchers"]),
-                f"{f['gets_per_interval']:,.0f}",
-                f"{f['listings']:,.1f}",
+                f"{f['listings_per_interval']:,.2f}",
+                f"{f['listings']:,} ({f['listings_started']:,})",
+                f"{f['gets_per_interval']:,.1f}",
                 str(f["token_requests"]),
                 f"{f['client_cpu_s']:.1f}",
                 emulator_cpu,
@@ -259,6 +293,7 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
             ]
         )
     ratio = alone["gets_per_interval"] / shared["gets_per_interval"]
+    beyond = shared["gets"] - pages * shared["listings"]
     return Section(
         key="watchers",
         title=f"8. {wsizes.watchers} sources-changed watchers on one triggerer",
@@ -272,8 +307,10 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
             "`open_shared_stream` listing per interval into every watcher's "
             "`filter_shared_stream`. *Not shared*: every watcher's own `run()` loop. Each "
             f"variant runs until every watcher has compared {wsizes.listings} listings with "
-            "its snapshot; *listing GETs per interval* is the emulator's count of `GET "
-            f"/sources` divided by {wsizes.listings}. The snapshot table stores listings of "
+            "its snapshot. *Listings* are counted as they finish (and start), by wrapping the "
+            "trigger's one listing call; *per interval* divides by "
+            f"{wsizes.listings}. *Listing GETs* is the emulator's count of `GET /sources`. "
+            "The snapshot table stores listings of "
             "the emulator's own ids (`src_` and 13 letters or digits): ids only (what "
             "`added`/`removed` need), and with the conflict flag of one source in "
             f"{wsizes.conflict_share}; *ids as text* is the sum of the ids' lengths plus one "
@@ -282,9 +319,18 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
         ),
         tables=[polling, sizes_table],
         notes=[
-            f"Sharing: {shared['gets_per_interval']:,.0f} listing GETs per interval for "
-            f"{wsizes.watchers} watchers (one listing: {pages}), against "
-            f"{alone['gets_per_interval']:,.0f} without ({ratio:.0f}x).",
+            f"Sharing: {shared['listings_per_interval']:,.2f} listings and "
+            f"{shared['gets_per_interval']:,.1f} listing GETs per interval for "
+            f"{wsizes.watchers} watchers (one listing: {pages} GETs), against "
+            f"{alone['listings_per_interval']:,.2f} listings and "
+            f"{alone['gets_per_interval']:,.1f} GETs without ({ratio:.0f}x the GETs).",
+            f"Shared, the emulator counted {shared['gets']:,} listing GETs for "
+            f"{shared['listings']:,} finished listings of {pages} pages"
+            + (
+                "."
+                if beyond == 0
+                else f": {beyond:+,} (a page asked again, or a listing cut off at the end)."
+            ),
             f"*Listings* counts every watcher's listings: without sharing, watchers that "
             f"finished their {wsizes.listings} early listed again while the last caught up. "
             "*Token requests*: the second variant found the first one's token in the "
@@ -295,10 +341,10 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
         ],
         targets=[
             Target(
-                f"8. listing GETs per interval, {wsizes.watchers} shared watchers",
-                f"one listing's pages ({pages})",
-                f"{shared['gets_per_interval']:,.0f}",
-                shared["gets_per_interval"] <= pages,
+                f"8. listings per interval, {wsizes.watchers} shared watchers",
+                "1 (one for every watcher)",
+                f"{shared['listings_per_interval']:,.2f}",
+                shared["listings"] <= wsizes.listings,
             ),
         ],
         data={"shared": shared, "not_shared": alone, "snapshots": [small, large]},
