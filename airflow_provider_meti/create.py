@@ -196,10 +196,16 @@ class BatchCreator:
         return partial_error(error, so_far, self._total)
 
     def _create_lane(self, lane: list[Batch]) -> None:
-        for batch in lane:
-            if self._cancelled.is_set():
-                return
-            self._create_batch(batch, self._new_budget(self._cancelled))
+        try:
+            for batch in lane:
+                if self._cancelled.is_set():
+                    return
+                self._create_batch(batch, self._new_budget(self._cancelled))
+        except BaseException:
+            # Stop here, not only once the calling thread wakes: meanwhile this worker
+            # would take the next lane and send it.
+            self._cancelled.set()
+            raise
 
     def _create_batch(self, batch: Batch, budget: CallBudget) -> None:
         """POST one batch; after an ambiguous failure, look up what it stored first."""

@@ -1,0 +1,58 @@
+"""A batch that fails ends the create at once: the worker that saw the failure starts no
+further batch itself, whenever the calling thread gets round to noticing it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from airflow_provider_meti.create import Batch, BatchCreator
+from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
+from airflow_provider_meti.retries import RetryPolicy
+
+FEATURES = 6
+FAILING = 2  # the third batch is refused
+
+
+def feature(n: int) -> dict:
+    return {"type": "Feature", "id": f"F-{n}", "geometry": None, "properties": {}}
+
+
+def test_one_worker_starts_no_batch_after_one_failed():
+    posted: list[str] = []
+    lock = threading.Lock()
+
+    def post(batch: Batch, budget) -> dict[str, dict[str, str]]:
+        # In memory, so the worker holds the interpreter from one batch to the next: the
+        # calling thread wakes only later, as on a loaded machine.
+        alt_id = batch[0]["id"]
+        with lock:
+            posted.append(alt_id)
+        if alt_id == f"F-{FAILING}":
+            raise MetiApiError("refused", status_code=422, method="POST", path="/sources")
+        return {alt_id: {"id": f"src-{alt_id}", "alt_id": alt_id}}
+
+    def no_lookup(features, budget):  # a 422 is no lost answer: nothing is looked up
+        raise AssertionError("looked up after a refusal")
+
+    policy = RetryPolicy(max_retries=0)
+    creator = BatchCreator(
+        post=post,
+        look_up=no_lookup,
+        new_budget=lambda cancelled: policy.budget(
+            clock=time.monotonic, sleep=None, cancelled=cancelled
+        ),
+        total=FEATURES,
+        already={},
+    )
+    # One lane per feature, so a worker takes the next lane as soon as one ends.
+    lanes = [[Batch([feature(n)])] for n in range(FEATURES)]
+
+    with pytest.raises(MetiPartialCreateError) as caught:
+        creator.run(lanes, 1)
+
+    # The batches up to the refused one, and none after it (all six before the fix).
+    assert posted == [f"F-{n}" for n in range(FAILING + 1)]
+    assert [item["alt_id"] for item in caught.value.created] == ["F-0", "F-1"]
