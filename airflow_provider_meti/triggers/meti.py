@@ -87,7 +87,8 @@ class MetiSourceTrigger(BaseTrigger):
             if not found:
                 message = (
                     f"The sensor's timeout ran out before connection {self.meti_conn_id!r} "
-                    "could be read (its secrets backend did not answer); METI was not asked."
+                    f"could be read to check source {self.source_id} (the connection lookup "
+                    "did not finish in time); METI was not asked."
                 )
                 yield TriggerEvent({"status": "timeout", "message": message})
                 return
