@@ -344,7 +344,7 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
                 f"8. listings per interval, {wsizes.watchers} shared watchers",
                 "1 (one for every watcher)",
                 f"{shared['listings_per_interval']:,.2f}",
-                shared["listings"] <= wsizes.listings,
+                shared["listings_started"] <= wsizes.listings,
             ),
         ],
         data={"shared": shared, "not_shared": alone, "snapshots": [small, large]},

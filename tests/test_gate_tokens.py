@@ -339,8 +339,11 @@ def test_threads_waiting_for_a_renewal_slower_than_the_margin_share_its_token():
     for waiter in waiters:
         waiter.start()
     # With no token cached and no wait limit, a thread reads the clock first just before it
-    # waits for the renewal under way (for what is left of its wait).
+    # waits for the renewal under way (for what is left of its wait). Should get() read it
+    # earlier, the token would come too soon and the test fail, never pass wrongly.
+    arrived_by = time.monotonic() + 30
     while not all(w.ident in waiting_threads for w in waiters):
+        assert time.monotonic() < arrived_by, "a waiter never reached the renewal's wait"
         release.wait(0.001)
     release.set()
     for thread in (renewer, *waiters):

@@ -16,9 +16,10 @@ TRIGGERS = 8
 
 
 def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch):  # noqa: F811
-    release = threading.Event()
+    release, asked = threading.Event(), threading.Event()
 
     def hang(request) -> None:
+        asked.set()
         release.wait(120)
         request.reply_json(503, {"message": "token service down"})
 
@@ -67,6 +68,7 @@ def test_triggers_time_out_while_the_token_endpoint_hangs(scripted, monkeypatch)
 
     assert [event["status"] for event in events] == ["timeout"] * TRIGGERS
     assert all("before METI answered" in event["message"] for event in events)
+    assert asked.wait(5)
     assert server.seen["POST /token"] == 1  # one renewal, asked for and shared by every trigger
 
 
@@ -91,3 +93,4 @@ def test_a_trigger_times_out_while_its_connection_lookup_hangs(monkeypatch):
     assert looked_up.is_set()
     assert event["status"] == "timeout"
     assert "connection 'meti_behind_a_hanging_vault' could be read" in event["message"]
+    assert f"to check source {SOURCE}" in event["message"]
