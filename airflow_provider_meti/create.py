@@ -157,6 +157,7 @@ class BatchCreator:
         self._created: Created = {}
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._failure: BaseException | None = None  # the first batch's to fail, in time
 
     def run(self, lanes: list[list[Batch]], max_workers: int) -> Created:
         """Create every lane's batches, each lane's in order; return
@@ -179,7 +180,7 @@ class BatchCreator:
             raise self._report(interrupt) from interrupt
         self._cancelled.set()  # after a failure: stop the other batches' retries, start no more
         pool.shutdown(wait=True, cancel_futures=True)
-        failure = _first_failure(futures)
+        failure = self._failure
         if failure is not None:
             raise self._report(failure) from failure
         return self._created
@@ -201,7 +202,12 @@ class BatchCreator:
                 if self._cancelled.is_set():
                     return
                 self._create_batch(batch, self._new_budget(self._cancelled))
-        except BaseException:
+        except BaseException as error:
+            # The first failure is the cause; a batch stopped because of it (cancelled, or
+            # its retry cut short) is not.
+            with self._lock:
+                if self._failure is None and not isinstance(error, CallCancelled):
+                    self._failure = error
             # Stop here, not only once the calling thread wakes: meanwhile this worker
             # would take the next lane and send it.
             self._cancelled.set()
@@ -295,10 +301,3 @@ def _wait_interruptibly(futures: Sequence[Future[None]]) -> None:
         done, pending = wait(pending, timeout=INTERRUPT_CHECK_SECONDS, return_when=FIRST_EXCEPTION)
         if any(not future.cancelled() and future.exception() is not None for future in done):
             return
-
-
-def _first_failure(futures: Sequence[Future[None]]) -> BaseException | None:
-    """The first batch's error, not counting batches stopped because another failed."""
-    errors = [future.exception() for future in futures if not future.cancelled()]
-    real = [error for error in errors if error is not None]
-    return next((error for error in real if not isinstance(error, CallCancelled)), None)

@@ -56,3 +56,30 @@ def test_one_worker_starts_no_batch_after_one_failed():
     # The batches up to the refused one, and none after it (all six before the fix).
     assert posted == [f"F-{n}" for n in range(FAILING + 1)]
     assert [item["alt_id"] for item in caught.value.created] == ["F-0", "F-1"]
+
+
+def test_the_first_failure_is_the_cause_not_a_batch_it_stopped():
+    # Two workers: the second lane's batch is refused while the first lane's is in flight;
+    # the first then fails too (its server went away as the create stopped). The refusal,
+    # the first failure in time, is what the create raises, not the batch submitted first.
+    cancel_events: list[threading.Event] = []
+    policy = RetryPolicy(max_retries=0)
+
+    def new_budget(cancelled: threading.Event):
+        cancel_events.append(cancelled)
+        return policy.budget(clock=time.monotonic, sleep=None, cancelled=cancelled)
+
+    def post(batch: Batch, budget) -> dict[str, dict[str, str]]:
+        if batch[0]["id"] == "F-1":
+            raise MetiApiError("refused", status_code=422, method="POST", path="/sources")
+        assert cancel_events[0].wait(30), "the refusal never stopped the create"
+        raise MetiApiError("unavailable", status_code=503, method="POST", path="/sources")
+
+    def no_lookup(features, budget):
+        return {}, []
+
+    creator = BatchCreator(post=post, look_up=no_lookup, new_budget=new_budget, total=2, already={})
+    with pytest.raises(MetiApiError) as caught:
+        creator.run([[Batch([feature(0)])], [Batch([feature(1)])]], 2)
+
+    assert caught.value.status_code == 422
