@@ -475,8 +475,6 @@ def _read_body(response: requests.Response, ends: float) -> None:
     the request past its timeout, as a per-read timeout would let it.
     """
     raw = response.raw
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
     # read1 (urllib3 2) returns what one receive brought; urllib3 1's read waits for a
     # whole chunk, so there only the per-receive timeout below bounds a trickle.
     read = getattr(raw, "read1", None) or raw.read
@@ -485,6 +483,9 @@ def _read_body(response: requests.Response, ends: float) -> None:
         left = ends - time.monotonic()
         if left <= 0:
             raise _BodyTimeout
+        # Asked afresh each time: once the last byte is read, urllib3 hands the connection
+        # back to the pool, where another thread may take it or close its socket.
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
         if isinstance(sock, socket.socket):
             sock.settimeout(left)
         try:
