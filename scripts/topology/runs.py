@@ -136,16 +136,19 @@ def run_all(
     output_dir: str,
     timeout: float,
     on_poll: Callable[[Metadata], None] = lambda _db: None,
+    excuse: Callable[[list[str]], list[str]] | None = None,
 ) -> Runs:
     """Trigger every run, resolve conflicts as sensors defer, return when all have finished.
 
     :param on_poll: called on each look at the runs (about twice a second) while they run
+    :param excuse: takes the components found exited before they fail the run (see
+        ``AirflowStack.check_running``)
     """
     runs = Runs()
     trigger_registrations(stack, sample, fields_dir, runs)
     ledger = emulator.server.ledger if emulator.server else None
     assert ledger is not None
-    _wait(stack, lambda: ledger.count() > 0, "the first registered source", timeout)
+    _wait(stack, lambda: ledger.count() > 0, "the first registered source", timeout, excuse)
     runs.extracts_started_with_sources = ledger.count()
     trigger_extracts(stack, output_dir, runs)
 
@@ -156,7 +159,7 @@ def run_all(
         wanted = len(runs.register) + len(runs.extract)
         return len(runs.states) >= wanted and all(s in FINISHED for s in runs.states.values())
 
-    _wait(stack, finished, "every run to finish", timeout, describe=lambda: _describe(runs))
+    _wait(stack, finished, "every run to finish", timeout, excuse, lambda: _describe(runs))
     return runs
 
 
@@ -186,13 +189,13 @@ def _wait(
     condition: Any,
     what: str,
     timeout: float,
+    excuse: Callable[[list[str]], list[str]] | None = None,
     describe: Any = lambda: "",
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # The condition first: its poll may start again what exited after a server restart.
         if condition():
             return
-        stack.check_running()
+        stack.check_running(excuse)
         time.sleep(0.5)
     raise RuntimeError(f"gave up after {timeout:.0f} s waiting for {what}. {describe()}")

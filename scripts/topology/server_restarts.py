@@ -108,22 +108,27 @@ class ServiceManager:
     restarts: list[ServerRestart]
     components: tuple[str, ...]
 
-    def poll(self) -> None:
+    def respawn(self, gone: list[str]) -> list[str]:
+        """Start again each of the exited components ``gone`` that this manager may;
+        return the others (``AirflowStack.check_running``'s ``excuse``)."""
         landed = [r.landed for r in self.restarts if r.landed is not None]
         if not landed:
-            return
+            return gone
         latest = max(landed, key=lambda landing: landing.stopped)
         since_stop = time.monotonic() - latest.stopped
         if since_stop > latest.down_s + RESPAWN_WINDOW_S:
-            return
+            return gone
         already = {r.component for r in latest.respawned}
-        for name in self.groups.exited():
+        left = []
+        for name in gone:
             if name not in self.components or name in already:
+                left.append(name)
                 continue
             code = self.groups.running(name).process.returncode
             self.groups.killed(name)
             self.groups.restart(name)
             latest.respawned.append(Respawned(name, code, since_stop))
+        return left
 
 
 def _unfinished(db: Metadata) -> tuple[int, int]:
