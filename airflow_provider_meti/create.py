@@ -158,6 +158,7 @@ class BatchCreator:
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._failure: BaseException | None = None  # the first batch's to fail, in time
+        self._in_doubt: list[str] = []  # answer lost, lookup cut short: stored or not
 
     def run(self, lanes: list[list[Batch]], max_workers: int) -> Created:
         """Create every lane's batches, each lane's in order; return
@@ -194,7 +195,8 @@ class BatchCreator:
     def _report(self, error: BaseException) -> BaseException:
         with self._lock:
             so_far = {**self._already, **self._created}
-        return partial_error(error, so_far, self._total)
+            in_doubt = [alt_id for alt_id in self._in_doubt if alt_id not in so_far]
+        return partial_error(error, so_far, self._total, in_doubt=in_doubt)
 
     def _create_lane(self, lane: list[Batch]) -> None:
         try:
@@ -224,6 +226,7 @@ class BatchCreator:
                 existing, unconfirmed = self._look_up(pending.features, lambda: budget)
                 self._record(existing)
                 if unconfirmed:
+                    outcome_unknown = None  # every feature is now found or named unconfirmed
                     raise mark_final(unconfirmed_error(existing, unconfirmed, len(batch)))
                 pending = pending.without(existing)
                 outcome_unknown = None
@@ -242,7 +245,15 @@ class BatchCreator:
                     self._progress.not_stored(alt_ids)
                 raise
 
-        budget.run(f"POST /sources [{batch[0]['id']}]", attempt)
+        try:
+            budget.run(f"POST /sources [{batch[0]['id']}]", attempt)
+        except BaseException:
+            # Stopped (cancelled, out of budget, the lookup failed) before the listing showed
+            # what the lost answer stored: the error must still name these features.
+            if outcome_unknown is not None:
+                with self._lock:
+                    self._in_doubt.extend(feature["id"] for feature in pending.features)
+            raise
 
 
 def lanes_of_batches(
@@ -263,16 +274,25 @@ def lanes_of_batches(
 
 
 def partial_error(
-    error: BaseException, created: Mapping[str, dict[str, str]], total: int
+    error: BaseException,
+    created: Mapping[str, dict[str, str]],
+    total: int,
+    *,
+    in_doubt: Sequence[str] = (),
 ) -> BaseException:
-    """``error`` as a ``MetiPartialCreateError`` listing ``created``, when anything was."""
+    """``error`` as a ``MetiPartialCreateError`` listing ``created`` and ``in_doubt``, when
+    either holds anything."""
     if isinstance(error, MetiPartialCreateError):
         return MetiPartialCreateError(
-            error.cause, list(created.values()), total, unconfirmed=error.unconfirmed
+            error.cause,
+            list(created.values()),
+            total,
+            unconfirmed=error.unconfirmed,
+            in_doubt=[*error.in_doubt, *in_doubt],
         )
-    if not created:
+    if not created and not in_doubt:
         return error
-    return MetiPartialCreateError(error, list(created.values()), total)
+    return MetiPartialCreateError(error, list(created.values()), total, in_doubt=in_doubt)
 
 
 def unconfirmed_error(

@@ -147,12 +147,16 @@ class MetiPartialCreateError(MetiApiError):
 
     Re-running the same create (or retrying the task) stores only what is missing.
     ``unconfirmed`` names features (by ``alt_id``) whose create may or may not have been
-    stored: METI's listing could not show it, so they were not sent again.
+    stored: METI's listing could not show it, so they were not sent again. ``in_doubt`` names
+    features whose answer was lost and whose lookup was cut short (by the error, a cancel or
+    an interrupt): they may be stored, and a re-run with ``skip_existing`` (or the task's
+    retry, which resumes) looks them up before sending them.
 
     :param cause: what stopped the create (an API error, or an interrupt such as a timeout)
     :param created: ``{"id", "alt_id"}`` of every feature stored so far
     :param total: how many features the create had
-    :param unconfirmed: alt_ids whose outcome is unknown
+    :param unconfirmed: alt_ids whose outcome the listing cannot show
+    :param in_doubt: alt_ids whose outcome was not looked up
     """
 
     def __init__(
@@ -162,18 +166,23 @@ class MetiPartialCreateError(MetiApiError):
         total: int,
         *,
         unconfirmed: Sequence[str] = (),
+        in_doubt: Sequence[str] = (),
     ) -> None:
         self.cause = cause
         self.created = created
         self.total = total
         self.unconfirmed = list(unconfirmed)
+        self.in_doubt = list(dict.fromkeys(in_doubt))
         message = f"{len(created)} of {total} features were created before this error: "
         message += str(cause) or type(cause).__name__
         if self.unconfirmed:
-            shown = ", ".join(repr(alt_id) for alt_id in self.unconfirmed[:20])
-            more = len(self.unconfirmed) - 20
-            message += f". Not confirmed (check them in METI before creating them again): {shown}"
-            message += f" and {more} more" if more > 0 else ""
+            message += ". Not confirmed (check them in METI before creating them again): "
+            message += _some(self.unconfirmed)
+        if self.in_doubt:
+            message += (
+                ". In doubt (their answer was lost; a re-run with skip_existing looks them up "
+                "before sending): " + _some(self.in_doubt)
+            )
         super().__init__(
             message,
             status_code=getattr(cause, "status_code", None),
@@ -187,12 +196,18 @@ class MetiPartialCreateError(MetiApiError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_partial_create_error,
-            (self.cause, self.created, self.total, self.unconfirmed),
+            (self.cause, self.created, self.total, self.unconfirmed, self.in_doubt),
         )
 
 
-def _rebuild_partial_create_error(cause, created, total, unconfirmed):  # type: ignore[no-untyped-def]
-    return MetiPartialCreateError(cause, created, total, unconfirmed=unconfirmed)
+def _some(alt_ids: Sequence[str], shown: int = 20) -> str:
+    text = ", ".join(repr(alt_id) for alt_id in alt_ids[:shown])
+    more = len(alt_ids) - shown
+    return text + (f" and {more} more" if more > 0 else "")
+
+
+def _rebuild_partial_create_error(cause, created, total, unconfirmed, in_doubt=()):  # type: ignore[no-untyped-def]
+    return MetiPartialCreateError(cause, created, total, unconfirmed=unconfirmed, in_doubt=in_doubt)
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,12 @@ def may_have_been_processed(error: BaseException) -> bool:
     """True when the server may have acted on the request despite the failure."""
     if isinstance(error, MetiConnectionError):
         return error.request_sent
-    # 429 and 503 say "not now"; other 5xx may come after the work was done.
-    return isinstance(error, MetiApiError) and error.status_code not in (429, 503)
+    if not isinstance(error, MetiApiError):
+        return False
+    status = error.status_code
+    # A 4xx is a refusal, and 503 says "not now"; other 5xx may come after the work was
+    # done. Without a status nothing shows that the request was refused.
+    return status is None or (status >= 500 and status != 503)
 
 
 def is_final(error: BaseException) -> bool:

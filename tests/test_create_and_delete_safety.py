@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_meti.exceptions import (
     MetiConfigError,
+    MetiConnectionError,
     MetiNotFoundError,
     MetiPartialCreateError,
 )
@@ -196,6 +197,44 @@ def test_an_interrupted_create_starts_no_new_post_and_reports_what_it_created(
     # before the alarm (all three with one worker); the others may still be cancelled.
     assert 4 - workers <= posts <= len(started) <= 3 + 2 * workers
     assert not any(t.name.startswith("meti-create") for t in threading.enumerate())
+
+
+def test_an_interrupt_before_a_lost_answer_is_looked_up_names_it_in_doubt(
+    meti_connection, emulator, alarm
+):
+    meti_connection(extra=FAST)
+    emulator.set_faults(rate=1.0, kinds=["stored_then_drop"], methods=["POST"], count=1)
+    client = MetiHook(max_workers=1).get_conn()
+    post, look_up = client._post_features, client._look_up
+
+    def post_then_interrupt(batch, budget):
+        try:
+            return post(batch, budget)
+        except MetiConnectionError:  # the answer was lost: the task times out now
+            os.kill(os.getpid(), signal.SIGALRM)
+            raise
+
+    def look_up_once_cancelled(features, budget_for_page):
+        budget = budget_for_page()
+        assert budget._cancelled.wait(60), "the interrupt never cancelled the create"
+        return look_up(features, lambda: budget)
+
+    client._post_features = post_then_interrupt
+    client._look_up = look_up_once_cancelled
+    with pytest.raises(MetiPartialCreateError) as caught:
+        client.create_sources(features(1), batch_size=1)
+
+    assert isinstance(caught.value.cause, TaskTimeout)
+    assert alt_ids_stored(emulator) == ["F-000"]  # stored, though its answer was lost
+    assert caught.value.created == []
+    assert caught.value.in_doubt == ["F-000"]
+    assert sent(emulator, "GET /sources") == 0
+    # The re-run the error asks for looks it up and sends nothing again.
+    del client._post_features, client._look_up  # hooks of one connection share the client
+    created = MetiHook().create_sources(features(1), skip_existing=True)
+    assert [item["alt_id"] for item in created] == ["F-000"]
+    assert sent(emulator, "POST /sources") == 1
+    assert alt_ids_stored(emulator) == ["F-000"]
 
 
 def test_a_retried_create_task_registers_only_the_rest(meti_connection, emulator, alarm):

@@ -1,15 +1,21 @@
 """A batch that fails ends the create at once: the worker that saw the failure starts no
-further batch itself, whenever the calling thread gets round to noticing it."""
+further batch itself, whenever the calling thread gets round to noticing it; a batch whose
+answer was lost and that the failure stopped before its lookup is named in doubt."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
 import pytest
 
 from airflow_provider_meti.create import Batch, BatchCreator
-from airflow_provider_meti.exceptions import MetiApiError, MetiPartialCreateError
+from airflow_provider_meti.exceptions import (
+    MetiApiError,
+    MetiConnectionError,
+    MetiPartialCreateError,
+)
 from airflow_provider_meti.retries import RetryPolicy
 
 FEATURES = 6
@@ -56,6 +62,7 @@ def test_one_worker_starts_no_batch_after_one_failed():
     # The batches up to the refused one, and none after it (all six before the fix).
     assert posted == [f"F-{n}" for n in range(FAILING + 1)]
     assert [item["alt_id"] for item in caught.value.created] == ["F-0", "F-1"]
+    assert caught.value.in_doubt == []  # a refusal stores nothing: F-2 is not in doubt
 
 
 def test_the_first_failure_is_the_cause_not_a_batch_it_stopped():
@@ -83,3 +90,73 @@ def test_the_first_failure_is_the_cause_not_a_batch_it_stopped():
         creator.run([[Batch([feature(0)])], [Batch([feature(1)])]], 2)
 
     assert caught.value.status_code == 422
+
+
+def test_a_lost_answer_stopped_before_its_lookup_is_in_doubt():
+    # Lane A's POST is stored but its answer is lost; before A's lookup runs, lane B's batch
+    # is refused and stops the create. A's feature may be stored: the error must say so
+    # (it was in neither ``created`` nor ``unconfirmed``).
+    cancel_events: list[threading.Event] = []
+    stored: dict[str, str] = {}
+    policy = RetryPolicy(max_retries=3, initial_wait=0.0)
+
+    def new_budget(cancelled: threading.Event):
+        cancel_events.append(cancelled)
+        return policy.budget(clock=time.monotonic, cancelled=cancelled)
+
+    def post(batch: Batch, budget) -> dict[str, dict[str, str]]:
+        alt_id = batch[0]["id"]
+        if alt_id == "F-1":
+            raise MetiApiError("refused", status_code=422, method="POST", path="/sources")
+        stored[alt_id] = f"src-{alt_id}"
+        raise MetiConnectionError("lost", method="POST", path="/sources", request_sent=True)
+
+    def look_up(features, budget_for_page):
+        budget = budget_for_page()
+        assert cancel_events[0].wait(30), "the refusal never stopped the create"
+        return budget.run("GET /sources", lambda: ({}, []))  # cancelled: never sent
+
+    creator = BatchCreator(post=post, look_up=look_up, new_budget=new_budget, total=2, already={})
+    with pytest.raises(MetiPartialCreateError) as caught:
+        creator.run([[Batch([feature(0)])], [Batch([feature(1)])]], 2)
+
+    assert caught.value.status_code == 422
+    assert caught.value.created == []
+    assert caught.value.unconfirmed == []
+    assert caught.value.in_doubt == ["F-0"]
+    assert "In doubt" in str(caught.value) and "'F-0'" in str(caught.value)
+    assert stored == {"F-0": "src-F-0"}
+
+
+def test_what_a_partial_create_names_survives_pickling():
+    # Airflow carries a task's exception across processes (a triggerer, an executor).
+    cause = MetiApiError("refused", status_code=422, method="POST", path="/sources")
+    error = MetiPartialCreateError(
+        cause, [{"id": "src-1", "alt_id": "F-1"}], 3, unconfirmed=["F-2"], in_doubt=["F-3"]
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.created, copy.unconfirmed, copy.in_doubt) == (error.created, ["F-2"], ["F-3"])
+    assert str(copy) == str(error)
+
+
+def test_a_lost_answer_whose_lookup_fails_is_in_doubt():
+    policy = RetryPolicy(max_retries=1, initial_wait=0.0)
+
+    def post(batch: Batch, budget) -> dict[str, dict[str, str]]:
+        raise MetiConnectionError("lost", method="POST", path="/sources", request_sent=True)
+
+    def look_up(features, budget_for_page):
+        raise MetiApiError("unavailable", status_code=503, method="GET", path="/sources")
+
+    creator = BatchCreator(
+        post=post,
+        look_up=look_up,
+        new_budget=lambda cancelled: policy.budget(clock=time.monotonic, cancelled=cancelled),
+        total=1,
+        already={},
+    )
+    with pytest.raises(MetiPartialCreateError) as caught:
+        creator.run([[Batch([feature(0)])]], 1)
+
+    assert caught.value.status_code == 503
+    assert caught.value.in_doubt == ["F-0"]
