@@ -472,7 +472,10 @@ def _read_body(response: requests.Response, ends: float) -> None:
     """Read the whole body into ``response`` before ``ends`` (a ``time.monotonic()``).
 
     Each read waits at most until ``ends``: a body trickled byte by byte cannot stretch
-    the request past its timeout, as a per-read timeout would let it.
+    the request past its timeout, as a per-read timeout would let it. The bytes are read as
+    sent and decoded (``Content-Encoding``) once all are in: a decoding read would go on
+    receiving, each receive with the whole time left, until something decoded, so a trickled
+    gzip header could outlast the deadline.
     """
     raw = response.raw
     # read1 (urllib3 2) returns what one receive brought; urllib3 1's read waits for a
@@ -489,14 +492,25 @@ def _read_body(response: requests.Response, ends: float) -> None:
         if isinstance(sock, socket.socket):
             sock.settimeout(left)
         try:
-            chunk = read(READ_SIZE, decode_content=True)
+            chunk = read(READ_SIZE, decode_content=False)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise _BodyTimeout from None
         if not chunk:
             break
         chunks.append(chunk)
-    response._content = b"".join(chunks)
+    response._content = _decoded(raw, b"".join(chunks))
     response._content_consumed = True  # type: ignore[attr-defined]
+
+
+def _decoded(raw: Any, body: bytes) -> bytes:
+    """``body`` as its ``Content-Encoding`` says, by urllib3's own decoders (the ones a
+    decoding read uses: gzip, deflate, and br or zstd where their packages are installed)."""
+    headers = getattr(raw, "headers", None) or {}
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity") or not body:
+        return body
+    raw._init_decoder()
+    return bytes(raw._decode(body, decode_content=True, flush_decoder=True))
 
 
 def _root_cause(error: BaseException) -> str:

@@ -11,8 +11,10 @@ import asyncio
 import http.server
 import itertools
 import json
+import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -160,37 +162,59 @@ def test_a_failing_token_endpoint_is_asked_at_most_max_retries_plus_one_times(sc
     assert server.seen == {"POST /token": 3}
 
 
-def slow_or_trickling(kind: str) -> Callable[[Scripted], None]:
-    """A token at once; the GET answered after 3 s, or its body trickled a byte per 0.5 s."""
+def gzip_with_long_name(payload: bytes, name: bytes) -> bytes:
+    """``payload`` gzipped, its header carrying ``name`` (FNAME): bytes that decode to
+    nothing, however many of them arrive."""
+    header = b"\x1f\x8b\x08\x08" + b"\x00" * 4 + b"\x00\xff" + name + b"\x00"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(payload) + compressor.flush()
+    return header + deflated + struct.pack("<II", zlib.crc32(payload), len(payload))
 
-    def script(request: Scripted) -> None:
+
+class SlowOrTrickling:
+    """A token at once; the GET answered after 3 s, or its body trickled a byte per 0.5 s
+    (``gzip``: a gzip body whose 31-byte header, with a 20-byte name, comes a byte per
+    0.25 s). Counts the body bytes written before the client left."""
+
+    GZIP_HEADER = 31
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.written = 0
+        self.left = threading.Event()
+
+    def __call__(self, request: Scripted) -> None:
         if request.command == "POST":
             request.reply_json(200, {"token": "tok-slow", "expires_in": 3600})
             return
         body = json.dumps({"id": SOURCE, "padding": "x" * 30}).encode()
         try:
-            if kind == "slow":
+            if self.kind == "slow":
                 time.sleep(3)
                 request.reply(200, body)
                 return
+            pause = 0.5
             request.send_response(200)
             request.send_header("Content-Type", "application/json")
+            if self.kind == "gzip":
+                body, pause = gzip_with_long_name(body, b"n" * 20), 0.25
+                request.send_header("Content-Encoding", "gzip")
             request.send_header("Content-Length", str(len(body)))
             request.end_headers()
             for byte in body:
                 request.wfile.write(bytes([byte]))
                 request.wfile.flush()
-                time.sleep(0.5)
+                self.written += 1
+                time.sleep(pause)
         except OSError:  # the client gave up: what the test wants
-            pass
-
-    return script
+            self.left.set()
 
 
-@pytest.mark.parametrize("kind", ["slow", "trickle"])
+@pytest.mark.parametrize("kind", ["slow", "trickle", "gzip"])
 @pytest.mark.parametrize("get_source", PATHS)
 def test_a_slow_or_trickled_reply_ends_the_call_at_its_timeout(scripted, get_source, kind):
-    server = scripted(slow_or_trickling(kind))
+    script = SlowOrTrickling(kind)
+    server = scripted(script)
     settings, auth = settings_for(url_of(server), max_retries=5, max_retry_time=1, timeout=1)
 
     with pytest.raises(MetiConnectionError, match="no complete response within 1 s"):
@@ -199,6 +223,12 @@ def test_a_slow_or_trickled_reply_ends_the_call_at_its_timeout(scripted, get_sou
     # One whole-request timeout (1 s) and no retry after the 1 s deadline. The trickled body
     # takes 17 s to arrive; with a timeout per read, the call used to run for 14.5 s.
     assert server.seen["GET /sources/"] <= 2
+    if kind == "gzip":
+        # A decoding read went on receiving until something decoded: the whole header
+        # (7.75 s), each receive with the time left. The client now leaves at its timeout,
+        # about four bytes in (two more writes reach a closed socket before one fails).
+        assert script.left.wait(60), "the client never left"
+        assert script.written < SlowOrTrickling.GZIP_HEADER
 
 
 # The gate's rules, on an injected clock
