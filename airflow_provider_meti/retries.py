@@ -297,26 +297,53 @@ class CallBudget(_Budget):
         :param call: sends the request
         :param retry_if: which errors this request may be retried on
         """
+        entered = self._enter(request)
+        try:
+            return self._run(request, call, retry_if)
+        finally:
+            _current_run.reset(entered)
+
+    def _run(
+        self, request: str, call: Callable[[], T], retry_if: Callable[[BaseException], bool]
+    ) -> T:
+        # As the async twin: tenacity steps in only after a retryable failure, so a call
+        # that succeeds at once builds none of its retry state (per-call CPU, and garbage).
+        first_failure: BaseException | None = None
+        try:
+            return self._attempt(request, call)
+        except Exception as error:
+            if not _may_retry(error, retry_if):
+                mark_final(error)
+                raise
+            first_failure = error
+
+        def attempt() -> T:
+            nonlocal first_failure
+            if first_failure is not None:  # tenacity's first attempt is the one that failed
+                failure, first_failure = first_failure, None
+                raise failure
+            return self._attempt(request, call)
+
         retrying = tenacity.Retrying(
             sleep=self._wait, **self._retrying_arguments(request, retry_if)
         )
-        entered = self._enter(request)
         try:
-            for attempt in retrying:
-                with attempt:
-                    if self.cancelled():
-                        raise CallCancelled(f"{request}: cancelled before it was sent")
-                    try:
-                        return call()
-                    except Exception as error:
-                        self._failed(request, error)
-                        raise
+            for attempt_manager in retrying:
+                with attempt_manager:
+                    return attempt()
         except Exception as error:
             mark_final(error)
             raise
-        finally:
-            _current_run.reset(entered)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _attempt(self, request: str, call: Callable[[], T]) -> T:
+        if self.cancelled():
+            raise CallCancelled(f"{request}: cancelled before it was sent")
+        try:
+            return call()
+        except Exception as error:
+            self._failed(request, error)
+            raise
 
     def _wait(self, seconds: float) -> None:
         self._sleep(seconds)
