@@ -3,13 +3,15 @@ with the environment resolved once, and urllib3), the naive loop and two peers."
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
 
 from benchmarks import seed_snippet
 from benchmarks.airflow_env import define_http_connection, define_meti_connection
 from benchmarks.emulator_process import EmulatorProcess
 from benchmarks.limit_client import LimitClient, TightClient, Urllib3Client
-from benchmarks.measure import TIMES, Spread, ratio_text, rotated, timed
+from benchmarks.measure import TIMES, Spread, Timing, ratio_text, rotated
 from benchmarks.peer_http import PeerHttpHook
 from benchmarks.results import Section, Table, Target
 from benchmarks.sizes import Sizes
@@ -22,6 +24,7 @@ SNIPPET = "seed snippet: requests.get, global token"
 PEER = "peer: HttpHook.run"
 PEER_RETRY = "peer: HttpHook.run_with_advanced_retry"
 WARM_UP_CALLS = 20
+BLOCK_CALLS = 250
 CPU_TARGET = 1.15
 
 
@@ -56,16 +59,34 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
     for call in variants.values():
         for _ in range(WARM_UP_CALLS):  # token, connection, lazy imports
             call()
+    blocks = max(1, calls // BLOCK_CALLS)
+    per_block = calls // blocks
     for round_number in range(sizes.per_call_rounds):
-        for name in rotated(list(variants), round_number):
-            call = variants[name]
-            with timed(emulator.cpu_seconds) as timing:
-                for _ in range(calls):
+        gc.collect()  # an earlier round's garbage is not billed to this one
+        spent = {name: Timing() for name in variants}
+        server_seen = True
+        for block in range(blocks):
+            # Short blocks in turn: a slow spell of a shared machine lands on every variant
+            # of the round alike, rather than on whichever ran through it whole.
+            for name in rotated(list(variants), round_number + block):
+                call, timing = variants[name], spent[name]
+                server_before = emulator.cpu_seconds()
+                cpu_before, wall_before = time.process_time(), time.perf_counter()
+                for _ in range(per_block):
                     call()
-            cpu[name].append(timing.cpu / calls * 1e6)
-            wall[name].append(timing.wall / calls * 1e6)
-            if timing.server_cpu is not None:
-                server[name].append(timing.server_cpu / calls * 1e6)
+                timing.wall += time.perf_counter() - wall_before
+                timing.cpu += time.process_time() - cpu_before
+                server_after = emulator.cpu_seconds()
+                if server_before is None or server_after is None:
+                    server_seen = False
+                else:
+                    timing.server_cpu = (timing.server_cpu or 0.0) + server_after - server_before
+        done = blocks * per_block
+        for name, timing in spent.items():
+            cpu[name].append(timing.cpu / done * 1e6)
+            wall[name].append(timing.wall / done * 1e6)
+            if server_seen and timing.server_cpu is not None:
+                server[name].append(timing.server_cpu / done * 1e6)
     return _section(sizes, cpu, wall, server)
 
 
@@ -147,10 +168,12 @@ def _section(
         title="1. Per-call cost of get_source",
         method=(
             f"{sizes.per_call_calls:,} `get_source` calls per variant and round, "
-            f"{sizes.per_call_rounds} rounds, variants interleaved (a different one first each "
-            "round) after a warm-up of "
-            f"{WARM_UP_CALLS} calls each. Client CPU is `time.process_time()` of the benchmark "
-            "process; emulator CPU is read from `/proc` for the emulator process. Ratios are "
+            f"{sizes.per_call_rounds} rounds, after a warm-up of {WARM_UP_CALLS} calls each. "
+            f"Within a round the variants take turns in blocks of {BLOCK_CALLS:,} calls (a "
+            "different one first each block), so a slow spell of the machine falls on all of "
+            "them alike; a round's figure sums its blocks. Client CPU is "
+            "`time.process_time()` of the benchmark process; emulator CPU is read from `/proc` "
+            "for the emulator process. Ratios are "
             "the median (and range) of the per-round ratios. The limit resolves the "
             "environment's proxies once and then sets `trust_env=False` (the naive loop keeps "
             "`trust_env=True`, so each request rescans the environment and netrc, and decodes "

@@ -26,6 +26,51 @@ def _summary(sections: Sequence[Section]) -> list[str]:
     return _table(summary)
 
 
+def _section_lines(section: Section) -> list[str]:
+    lines = [f"## {section.title}", "", section.method, ""]
+    for table in section.tables:
+        lines += [*_table(table), ""]
+    lines += [*(f"- {note}" for note in section.notes)]
+    if section.notes:
+        lines.append("")
+    lines += [f"_Section time: {section.seconds:.0f} s._", ""]
+    return lines
+
+
+def _number(title: str) -> str:
+    """``"1."`` of ``"1. Per-call cost of get_source"``: what its summary rows start with."""
+    return title.split(" ", 1)[0]
+
+
+def merge(existing: str, sections: Sequence[Section], *, command: str, started: str) -> str:
+    """``existing`` (a full run's report) with ``sections`` run again in its place: each
+    section's text and its summary rows replaced, and labelled with when and how it ran."""
+    lines = existing.split("\n")
+    for section in sections:
+        number = _number(section.title)
+        start = next((i for i, line in enumerate(lines) if line.startswith(f"## {number} ")), None)
+        if start is None:
+            raise ValueError(f"{number} is not a section of the report to merge into")
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        label = (
+            f"_This section alone was run again at {started} (`{command}`); the other "
+            "sections are from the run the header names, unless they say otherwise._"
+        )
+        lines[start:end] = [*_section_lines(section), label, ""]
+        summary = [
+            f"| {target.what} | {target.goal} | {target.measured} | "
+            + ("—" if target.goal == "reported" else "yes" if target.met else "**NO**")
+            + " |"
+            for target in section.targets
+        ]
+        rows = [i for i, line in enumerate(lines) if line.startswith(f"| {number} ")]
+        if rows:
+            lines[rows[0] : rows[-1] + 1] = summary
+    return "\n".join(lines)
+
+
 def render(
     sections: Sequence[Section],
     *,
@@ -63,13 +108,7 @@ def render(
         "",
     ]
     for section in sections:
-        lines += [f"## {section.title}", "", section.method, ""]
-        for table in section.tables:
-            lines += [*_table(table), ""]
-        lines += [*(f"- {note}" for note in section.notes)]
-        if section.notes:
-            lines.append("")
-        lines += [f"_Section time: {section.seconds:.0f} s._", ""]
+        lines += _section_lines(section)
     if HISTORY.exists():
         lines += [HISTORY.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(lines)

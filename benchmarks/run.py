@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON here")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: put the sections run into the existing report (--output, default "
+        "BENCHMARKS.md) in place of their earlier figures, labelled as run again",
+    )
     return parser
 
 
@@ -101,7 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     described = machine.describe()
     started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
+    if args.merge and (not args.only or args.quick):
+        _parser().error("--merge needs --only, and a full-size run")
     sections = _run_sections(args.only or list(SECTIONS), sizes)
+    if args.merge:
+        target = args.output or ROOT / "BENCHMARKS.md"
+        merged = report.merge(
+            target.read_text(encoding="utf-8"), sections, command=_command(argv), started=started_at
+        )
+        target.write_text(merged, encoding="utf-8")
+        print(f"[bench] merged into {target}", file=sys.stderr)
+        return 1 if any(s.title.endswith("FAILED") for s in sections) else 0
     text = report.render(
         sections,
         machine=described,

@@ -67,3 +67,38 @@ def test_quick_run_produces_every_section(tmp_path):
     assert sections["triggers"]["data"]["variants"]["provider"]["token_requests"] == 1
     host_tokens = sections["host_tokens"]["data"]["tokens"]
     assert host_tokens["v1 host token cache (default)"]["tokens"] == 1
+
+
+def test_a_merged_section_replaces_its_text_and_summary_rows_only():
+    from benchmarks.report import merge, render
+    from benchmarks.results import Section, Table, Target
+
+    def section(number: int, figure: str) -> Section:
+        return Section(
+            key=f"s{number}",
+            title=f"{number}. Section {number}",
+            method=f"method {number}",
+            tables=[Table(["a"], [[figure]])],
+            targets=[Target(f"{number}. goal", "≤ 1", figure, figure == "new")],
+        )
+
+    full = render(
+        [section(1, "old"), section(2, "old")],
+        machine={"CPUs": "2"},
+        command="full",
+        started="then",
+        seconds=60,
+        load_at_end="0",
+        quick=False,
+    )
+    merged = merge(full, [section(1, "new")], command="again --only s1", started="now")
+
+    assert "| 1. goal | ≤ 1 | new | yes |" in merged
+    assert "| 2. goal | ≤ 1 | old | **NO** |" in merged
+    first, second = merged.split("## 2. Section 2")
+    assert "| new |" in first and "| old |" not in first.split("## 1. Section 1")[1]
+    assert "run again at now (`again --only s1`)" in first
+    assert "| old |" in second and "run again" not in second
+    assert merged.count("## 1. Section 1") == 1
+    with pytest.raises(ValueError, match="3. is not a section"):
+        merge(full, [section(3, "new")], command="x", started="now")
