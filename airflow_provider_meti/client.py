@@ -291,6 +291,7 @@ class MetiClient:
             total=len(features),
             already=results,
             progress=progress,
+            post_path=self.api.sources_path,
         )
         workers = max_workers if max_workers is not None else self.settings.max_workers
         results.update(creator.run(lanes, workers))

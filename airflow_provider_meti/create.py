@@ -136,6 +136,8 @@ class BatchCreator:
     :param total: features in the whole collection (for the error's count)
     :param already: features known to exist before this run
     :param progress: told before each POST and after each answer (or lookup) is read
+    :param post_path: the path the POSTs go to: a failure of another request made for them
+        (the token's) leaves nothing in doubt
     """
 
     def __init__(
@@ -147,8 +149,10 @@ class BatchCreator:
         total: int,
         already: Mapping[str, dict[str, str]],
         progress: CreateProgress | None = None,
+        post_path: str | None = None,
     ) -> None:
         self._post = post
+        self._post_path = post_path
         self._progress = progress or NoProgress()
         self._look_up = look_up
         self._new_budget = new_budget
@@ -215,6 +219,13 @@ class BatchCreator:
             self._cancelled.set()
             raise
 
+    def _answer_may_be_lost(self, error: MetiApiError) -> bool:
+        """Whether the POST itself may have been stored: not when the failure is of the
+        token request sent before it, nor a refusal."""
+        if self._post_path is not None and error.path != self._post_path:
+            return False
+        return may_have_been_processed(error)
+
     def _create_batch(self, batch: Batch, budget: CallBudget) -> None:
         """POST one batch; after an ambiguous failure, look up what it stored first."""
         pending = batch
@@ -240,7 +251,7 @@ class BatchCreator:
                 self._progress.not_stored(alt_ids)
                 raise
             except MetiApiError as error:
-                outcome_unknown = error if may_have_been_processed(error) else None
+                outcome_unknown = error if self._answer_may_be_lost(error) else None
                 if outcome_unknown is None:
                     self._progress.not_stored(alt_ids)
                 raise

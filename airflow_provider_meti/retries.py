@@ -68,8 +68,9 @@ def may_have_been_processed(error: BaseException) -> bool:
         return False
     status = error.status_code
     # A 4xx is a refusal, and 503 says "not now"; other 5xx may come after the work was
-    # done. Without a status nothing shows that the request was refused.
-    return status is None or (status >= 500 and status != 503)
+    # done, and a 2xx whose body cannot be read did it. Without a status nothing shows that
+    # the request was refused.
+    return status is None or not (400 <= status < 500 or status == 503)
 
 
 def is_final(error: BaseException) -> bool:

@@ -100,5 +100,5 @@ def test_a_merged_section_replaces_its_text_and_summary_rows_only():
     assert "run again at now (`again --only s1`)" in first
     assert "| old |" in second and "run again" not in second
     assert merged.count("## 1. Section 1") == 1
-    with pytest.raises(ValueError, match="3. is not a section"):
+    with pytest.raises(ValueError, match=r"3\. is not a section"):
         merge(full, [section(3, "new")], command="x", started="now")

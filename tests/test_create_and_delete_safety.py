@@ -104,6 +104,7 @@ def test_a_create_the_listing_cannot_confirm_is_not_sent_again(
         MetiHook().create_sources(features(1))
 
     assert caught.value.unconfirmed == ["F-000"]
+    assert caught.value.in_doubt == []  # looked up: unconfirmed, not left in doubt
     assert caught.value.created == []
     assert sent(emulator, "POST /sources") == 1
     assert alt_ids_stored(emulator).count("F-000") == 1

@@ -160,3 +160,65 @@ def test_a_lost_answer_whose_lookup_fails_is_in_doubt():
 
     assert caught.value.status_code == 503
     assert caught.value.in_doubt == ["F-0"]
+
+
+def create_one_failing(error: MetiApiError, post_path: str | None = "/sources"):
+    """Create one feature whose POST fails with ``error``; the error and what was recorded."""
+    record: dict[str, list[str]] = {"sending": [], "stored": [], "not_stored": []}
+
+    class Progress:
+        def sending(self, alt_ids):
+            record["sending"] += alt_ids
+
+        def stored(self, created):
+            record["stored"] += list(created)
+
+        def not_stored(self, alt_ids):
+            record["not_stored"] += alt_ids
+
+    def post(batch: Batch, budget) -> dict[str, dict[str, str]]:
+        raise error
+
+    def no_lookup(features, budget_for_page):
+        raise AssertionError("not reached: no retries")
+
+    policy = RetryPolicy(max_retries=0)
+    creator = BatchCreator(
+        post=post,
+        look_up=no_lookup,
+        new_budget=lambda cancelled: policy.budget(clock=time.monotonic, cancelled=cancelled),
+        total=1,
+        already={},
+        progress=Progress(),
+        post_path=post_path,
+    )
+    with pytest.raises(MetiApiError) as caught:
+        creator.run([[Batch([feature(0)])]], 1)
+    return caught.value, record
+
+
+@pytest.mark.parametrize("status", [200, 201, 500, 502, None])
+def test_a_post_answered_but_unreadable_or_failing_after_the_work_is_in_doubt(status):
+    # A 2xx whose body cannot be read (an HTML page, a truncated reply) stored the feature.
+    error, record = create_one_failing(
+        MetiApiError("unreadable", status_code=status, method="POST", path="/sources")
+    )
+    assert isinstance(error, MetiPartialCreateError) and error.in_doubt == ["F-0"]
+    assert record == {"sending": ["F-0"], "stored": [], "not_stored": []}  # stays in flight
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 429, 503])
+def test_a_refused_post_is_recorded_as_not_stored(status):
+    error, record = create_one_failing(
+        MetiApiError("refused", status_code=status, method="POST", path="/sources")
+    )
+    assert not isinstance(error, MetiPartialCreateError) and error.status_code == status
+    assert record == {"sending": ["F-0"], "stored": [], "not_stored": ["F-0"]}
+
+
+def test_a_failed_token_request_leaves_nothing_in_doubt():
+    # The POST was never sent: its token request lost its connection.
+    lost = MetiConnectionError("lost", method="POST", path="/token", request_sent=True)
+    error, record = create_one_failing(lost)
+    assert error is lost
+    assert record["not_stored"] == ["F-0"]
