@@ -473,15 +473,17 @@ def _read_body(response: requests.Response, ends: float) -> None:
 
     Each read waits at most until ``ends``: a body trickled byte by byte cannot stretch
     the request past its timeout, as a per-read timeout would let it. The bytes are read as
-    sent and decoded (``Content-Encoding``) once all are in: a decoding read would go on
+    sent and decoded (``Content-Encoding``) between reads: a decoding read would go on
     receiving, each receive with the whole time left, until something decoded, so a trickled
-    gzip header could outlast the deadline.
+    gzip header could outlast the deadline; and decoding as the bytes come keeps the
+    decoding inside the deadline too.
     """
     raw = response.raw
     # read1 (urllib3 2) returns what one receive brought; urllib3 1's read waits for a
     # whole chunk, so there only the per-receive timeout below bounds a trickle.
     read = getattr(raw, "read1", None) or raw.read
-    chunks = []
+    decoder = _BodyDecoder(raw)
+    parts = []
     while True:
         left = ends - time.monotonic()
         if left <= 0:
@@ -497,20 +499,51 @@ def _read_body(response: requests.Response, ends: float) -> None:
             raise _BodyTimeout from None
         if not chunk:
             break
-        chunks.append(chunk)
-    response._content = _decoded(raw, b"".join(chunks))
+        parts.append(decoder.feed(chunk))
+    parts.append(decoder.end())
+    response._content = b"".join(parts)
     response._content_consumed = True  # type: ignore[attr-defined]
 
 
-def _decoded(raw: Any, body: bytes) -> bytes:
-    """``body`` as its ``Content-Encoding`` says, by urllib3's own decoders (the ones a
-    decoding read uses: gzip, deflate, and br or zstd where their packages are installed)."""
-    headers = getattr(raw, "headers", None) or {}
-    encoding = headers.get("content-encoding", "").strip().lower()
-    if encoding in ("", "identity") or not body:
-        return body
-    raw._init_decoder()
-    return bytes(raw._decode(body, decode_content=True, flush_decoder=True))
+class _BodyDecoder:
+    """Decodes a body as its ``Content-Encoding`` says, a part at a time, by urllib3's own
+    decoders (the ones a decoding read uses: gzip, deflate, and br or zstd where their
+    packages are installed), used directly: urllib3 refuses raw reads once its response has
+    decoded anything itself."""
+
+    def __init__(self, raw: Any) -> None:
+        headers = getattr(raw, "headers", None) or {}
+        encoding = headers.get("content-encoding", "").strip().lower()
+        self._raw = None if encoding in ("", "identity") else raw
+        self._decoder: Any = None
+        self._fed = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._raw is None:
+            return data
+        if not self._fed:
+            self._raw._init_decoder()
+            self._decoder = self._raw._decoder  # None for an encoding urllib3 cannot decode
+            self._fed = True
+        if self._decoder is None:
+            return data
+        return self._decoding(lambda: self._decoder.decompress(data))
+
+    def end(self) -> bytes:
+        """What the decoder still holds, once the last byte is in."""
+        if self._decoder is None:
+            return b""
+        return self._decoding(lambda: self._decoder.decompress(b"") + self._decoder.flush())
+
+    def _decoding(self, decode: Callable[[], bytes]) -> bytes:
+        try:
+            return bytes(decode())
+        except self._raw.DECODER_ERROR_CLASSES as error:  # type: ignore[union-attr]
+            encoding = self._raw.headers.get("content-encoding", "")  # type: ignore[union-attr]
+            raise urllib3.exceptions.DecodeError(
+                f"Received response with content-encoding: {encoding}, but failed to decode it.",
+                error,
+            ) from error
 
 
 def _root_cause(error: BaseException) -> str:

@@ -8,6 +8,7 @@ generous upper bound where a timeout is the point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import itertools
 import json
@@ -223,12 +224,50 @@ def test_a_slow_or_trickled_reply_ends_the_call_at_its_timeout(scripted, get_sou
     # One whole-request timeout (1 s) and no retry after the 1 s deadline. The trickled body
     # takes 17 s to arrive; with a timeout per read, the call used to run for 14.5 s.
     assert server.seen["GET /sources/"] <= 2
+    if kind == "trickle":
+        # The client left at its timeout, about two bytes in (two more writes reach a closed
+        # socket before one fails), not once the 72-byte body was in.
+        assert script.left.wait(60), "the client never left"
+        assert script.written < 20
     if kind == "gzip":
         # A decoding read went on receiving until something decoded: the whole header
         # (7.75 s), each receive with the time left. The client now leaves at its timeout,
-        # about four bytes in (two more writes reach a closed socket before one fails).
+        # about four bytes in.
         assert script.left.wait(60), "the client never left"
         assert script.written < SlowOrTrickling.GZIP_HEADER
+
+
+def gzip_of_zeros(mebibytes: int) -> bytes:
+    """A gzip body that decodes to ``mebibytes`` MiB of zeros (about 1 KiB per MiB)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(mebibytes)) + compressor.flush()
+
+
+@pytest.mark.parametrize("get_source", PATHS)
+def test_decoding_a_compressed_body_is_inside_the_timeout(scripted, get_source):
+    # 1 MiB on the wire, 1,000 MiB decoded: far more decoding than the 0.2 s timeout
+    # allows, though the bytes themselves arrive at once. Decoded only after the last read,
+    # the call took 6 s and 2 GiB, and succeeded.
+    body = gzip_of_zeros(1000)
+
+    def script(request: Scripted) -> None:
+        if request.command == "POST":
+            request.reply_json(200, {"token": "tok-bomb", "expires_in": 3600})
+            return
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Encoding", "gzip")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        with contextlib.suppress(OSError):  # the client gave up
+            request.wfile.write(body)
+
+    server = scripted(script)
+    settings, auth = settings_for(url_of(server), max_retries=0, timeout=0.2)
+
+    with pytest.raises(MetiConnectionError, match=r"no complete response within 0\.2 s"):
+        get_source(settings, auth)
 
 
 # The gate's rules, on an injected clock
