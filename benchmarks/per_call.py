@@ -62,7 +62,6 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
     blocks = max(1, calls // BLOCK_CALLS)
     per_block = calls // blocks
     for round_number in range(sizes.per_call_rounds):
-        gc.collect()  # an earlier round's garbage is not billed to this one
         spent = {name: Timing() for name in variants}
         server_seen = True
         for block in range(blocks):
@@ -70,6 +69,7 @@ def run(emulator: EmulatorProcess, sizes: Sizes) -> Section:
             # of the round alike, rather than on whichever ran through it whole.
             for name in rotated(list(variants), round_number + block):
                 call, timing = variants[name], spent[name]
+                gc.collect()  # the block before's garbage is not billed to this one
                 server_before = emulator.cpu_seconds()
                 cpu_before, wall_before = time.process_time(), time.perf_counter()
                 for _ in range(per_block):
@@ -171,7 +171,8 @@ def _section(
             f"{sizes.per_call_rounds} rounds, after a warm-up of {WARM_UP_CALLS} calls each. "
             f"Within a round the variants take turns in blocks of {BLOCK_CALLS:,} calls (a "
             "different one first each block), so a slow spell of the machine falls on all of "
-            "them alike; a round's figure sums its blocks. Client CPU is "
+            "them alike; a round's figure sums its blocks, and garbage is collected before "
+            "each block, outside its timing. Client CPU is "
             "`time.process_time()` of the benchmark process; emulator CPU is read from `/proc` "
             "for the emulator process. Ratios are "
             "the median (and range) of the per-round ratios. The limit resolves the "

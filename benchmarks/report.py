@@ -42,7 +42,9 @@ def _number(title: str) -> str:
     return title.split(" ", 1)[0]
 
 
-def merge(existing: str, sections: Sequence[Section], *, command: str, started: str) -> str:
+def merge(
+    existing: str, sections: Sequence[Section], *, command: str, started: str, load: str = ""
+) -> str:
     """``existing`` (a full run's report) with ``sections`` run again in its place: each
     section's text and its summary rows replaced, and labelled with when and how it ran."""
     lines = existing.split("\n")
@@ -54,9 +56,10 @@ def merge(existing: str, sections: Sequence[Section], *, command: str, started: 
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
         )
+        on_load = f", load average at its end {load}" if load else ""
         label = (
-            f"_This section alone was run again at {started} (`{command}`); the other "
-            "sections are from the run the header names, unless they say otherwise._"
+            f"_This section alone was run again at {started} (`{command}`{on_load}); the "
+            "other sections are from the run the header names, unless they say otherwise._"
         )
         lines[start:end] = [*_section_lines(section), label, ""]
         summary = [

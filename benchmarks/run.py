@@ -99,6 +99,19 @@ def _run_sections(names: Sequence[str], sizes: Sizes) -> list[Section]:
     return sections
 
 
+def _write_json(
+    path: Path | None, sizes: Sizes, described: dict[str, str], sections: Sequence[Section]
+) -> None:
+    if path is None:
+        return
+    raw = {
+        "sizes": dataclasses.asdict(sizes),
+        "machine": described,
+        "sections": {s.key: {"title": s.title, "data": s.data} for s in sections},
+    }
+    path.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -107,16 +120,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     described = machine.describe()
     started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
-    if args.merge and (not args.only or args.quick):
-        _parser().error("--merge needs --only, and a full-size run")
+    merge_into = args.output or ROOT / "BENCHMARKS.md"
+    if args.merge and (not args.only or args.quick or not merge_into.exists()):
+        _parser().error("--merge needs --only, a full-size run and a report to merge into")
     sections = _run_sections(args.only or list(SECTIONS), sizes)
     if args.merge:
-        target = args.output or ROOT / "BENCHMARKS.md"
         merged = report.merge(
-            target.read_text(encoding="utf-8"), sections, command=_command(argv), started=started_at
+            merge_into.read_text(encoding="utf-8"),
+            sections,
+            command=_command(argv),
+            started=started_at,
+            load=machine.load_average(),
         )
-        target.write_text(merged, encoding="utf-8")
-        print(f"[bench] merged into {target}", file=sys.stderr)
+        merge_into.write_text(merged, encoding="utf-8")
+        print(f"[bench] merged into {merge_into}", file=sys.stderr)
+        _write_json(args.json, sizes, described, sections)
         return 1 if any(s.title.endswith("FAILED") for s in sections) else 0
     text = report.render(
         sections,
@@ -133,12 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         output.write_text(text, encoding="utf-8")
         print(f"[bench] wrote {output}", file=sys.stderr)
-    if args.json:
-        raw = {
-            "sizes": dataclasses.asdict(sizes),
-            "machine": described,
-            "sections": {s.key: {"title": s.title, "data": s.data} for s in sections},
-        }
-        args.json.write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+    _write_json(args.json, sizes, described, sections)
     failed = [s.key for s in sections if s.title.endswith("FAILED")]
     return 1 if failed else 0
