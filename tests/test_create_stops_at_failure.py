@@ -139,6 +139,18 @@ def test_what_a_partial_create_names_survives_pickling():
     assert str(copy) == str(error)
 
 
+def creator_of_one(post, look_up, policy: RetryPolicy, **options) -> BatchCreator:
+    """A creator of one feature, each batch's budget from ``policy``."""
+    return BatchCreator(
+        post=post,
+        look_up=look_up,
+        new_budget=lambda cancelled: policy.budget(clock=time.monotonic, cancelled=cancelled),
+        total=1,
+        already={},
+        **options,
+    )
+
+
 def test_a_lost_answer_whose_lookup_fails_is_in_doubt():
     policy = RetryPolicy(max_retries=1, initial_wait=0.0)
 
@@ -148,15 +160,8 @@ def test_a_lost_answer_whose_lookup_fails_is_in_doubt():
     def look_up(features, budget_for_page):
         raise MetiApiError("unavailable", status_code=503, method="GET", path="/sources")
 
-    creator = BatchCreator(
-        post=post,
-        look_up=look_up,
-        new_budget=lambda cancelled: policy.budget(clock=time.monotonic, cancelled=cancelled),
-        total=1,
-        already={},
-    )
     with pytest.raises(MetiPartialCreateError) as caught:
-        creator.run([[Batch([feature(0)])]], 1)
+        creator_of_one(post, look_up, policy).run([[Batch([feature(0)])]], 1)
 
     assert caught.value.status_code == 503
     assert caught.value.in_doubt == ["F-0"]
@@ -182,15 +187,8 @@ def create_one_failing(error: MetiApiError, post_path: str | None = "/sources"):
     def no_lookup(features, budget_for_page):
         raise AssertionError("not reached: no retries")
 
-    policy = RetryPolicy(max_retries=0)
-    creator = BatchCreator(
-        post=post,
-        look_up=no_lookup,
-        new_budget=lambda cancelled: policy.budget(clock=time.monotonic, cancelled=cancelled),
-        total=1,
-        already={},
-        progress=Progress(),
-        post_path=post_path,
+    creator = creator_of_one(
+        post, no_lookup, RetryPolicy(max_retries=0), progress=Progress(), post_path=post_path
     )
     with pytest.raises(MetiApiError) as caught:
         creator.run([[Batch([feature(0)])]], 1)
