@@ -444,4 +444,4 @@ class MetiClient:
             response = self._transport.send("POST", path, budget, json=body)
         except MetiApiError as error:
             raise named_rejection(error, batch.features) from error
-        return created_ids(self._transport.parse_json(response, "POST", path), batch.features)
+        return created_ids(self._transport.parse_json(response, "POST", path), batch.features, path)

@@ -125,8 +125,11 @@ def source_object(body: Any, path: str) -> dict[str, Any]:
     return normal_source(body)
 
 
-def created_ids(body: Any, features: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """Map a create response to the features it answers, by ``alt_id``."""
+def created_ids(body: Any, features: list[dict[str, Any]], path: str) -> dict[str, dict[str, str]]:
+    """Map a create response to the features it answers, by ``alt_id``.
+
+    :param path: where the create was POSTed, for the error (the sandbox's differs)
+    """
     alt_ids = [feature["id"] for feature in features]
     if isinstance(body, dict) and isinstance(body.get("id"), str) and len(features) == 1:
         return {alt_ids[0]: {"id": body["id"], "alt_id": alt_ids[0]}}
@@ -138,7 +141,7 @@ def created_ids(body: Any, features: list[dict[str, Any]]) -> dict[str, dict[str
             f"unrecognised create response for {len(features)} feature(s): expected "
             '{"id": ...} for one feature or a list of {"id", "alt_id"} objects',
             method="POST",
-            path="/sources",
+            path=path,
         )
     created: dict[str, dict[str, str]] = {}
     for item in items:
@@ -154,7 +157,7 @@ def created_ids(body: Any, features: list[dict[str, Any]]) -> dict[str, dict[str
         raise MetiApiError(
             f"the create response names no source id for {len(missing)} feature(s): {shown}",
             method="POST",
-            path="/sources",
+            path=path,
         )
     return created
 

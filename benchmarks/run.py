@@ -99,6 +99,19 @@ def _run_sections(names: Sequence[str], sizes: Sizes) -> list[Section]:
     return sections
 
 
+def _check_mergeable(args: argparse.Namespace, merge_into: Path) -> None:
+    """Before anything runs: ``--merge`` has sections to run and a report that holds them."""
+    if not args.only or args.quick:
+        _parser().error("--merge needs --only and a full-size run")
+    if not merge_into.exists():
+        _parser().error(f"--merge: there is no report at {merge_into}")
+    text = merge_into.read_text(encoding="utf-8")
+    numbers = {key: f"{index}." for index, key in enumerate(SECTIONS, start=1)}
+    missing = [key for key in args.only if f"\n## {numbers[key]} " not in text]
+    if missing:
+        _parser().error(f"--merge: {merge_into} has no section for {', '.join(missing)}")
+
+
 def _write_json(
     path: Path | None, sizes: Sizes, described: dict[str, str], sections: Sequence[Section]
 ) -> None:
@@ -121,21 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
     merge_into = args.output or ROOT / "BENCHMARKS.md"
-    if args.merge and (not args.only or args.quick or not merge_into.exists()):
-        _parser().error("--merge needs --only, a full-size run and a report to merge into")
+    if args.merge:
+        _check_mergeable(args, merge_into)
     sections = _run_sections(args.only or list(SECTIONS), sizes)
     if args.merge:
+        _write_json(args.json, sizes, described, sections)
+        failed = [s for s in sections if s.title.endswith("FAILED")]
+        for section in failed:  # the report keeps its earlier figures of these
+            print(f"[bench] {section.title}, not merged:\n{section.method}", file=sys.stderr)
         merged = report.merge(
             merge_into.read_text(encoding="utf-8"),
-            sections,
+            [s for s in sections if s not in failed],
             command=_command(argv),
             started=started_at,
             load=machine.load_average(),
         )
         merge_into.write_text(merged, encoding="utf-8")
         print(f"[bench] merged into {merge_into}", file=sys.stderr)
-        _write_json(args.json, sizes, described, sections)
-        return 1 if any(s.title.endswith("FAILED") for s in sections) else 0
+        return 1 if failed else 0
     text = report.render(
         sections,
         machine=described,

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -666,3 +667,34 @@ def test_malformed_token_replies_fail_the_task_with_an_auth_error(
     assert f"token endpoint {token_path}" in message or f"at {token_path}" in message, message
     assert "pw-secret" not in message
     assert token_server.paths == [token_path]  # no source request went out with a bad token
+
+
+@pytest.mark.parametrize("sandbox", [False, True], ids=["sources", "sandbox"])
+def test_a_create_answered_without_ids_names_its_feature_in_doubt(sandbox):
+    # A 2xx that names no id may well have stored the feature: the create must not record it
+    # as not stored (a resumed try would send it again), on METI's sandbox routes too.
+    auth = EmailPasswordAuth(token_url=f"{BASE}/token", email="a@b.c", password="pw-secret")
+    client = MetiClient(ClientSettings(base_url=BASE, retry=NO_RETRY), auth)
+    client.api = client.api.in_sandbox(sandbox)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, f"{BASE}/token", json=GOOD_BODIES["token"])
+        mock.add(responses.POST, f"{BASE}{client.api.sources_path}", status=201, json={"ok": 1})
+        with pytest.raises(MetiPartialCreateError) as caught:
+            call(client, "create")
+    assert caught.value.in_doubt == ["A"]
+    assert caught.value.path == client.api.sources_path
+
+
+def test_a_create_whose_token_request_broke_off_leaves_nothing_in_doubt():
+    auth = EmailPasswordAuth(token_url=f"{BASE}/token", email="a@b.c", password="pw-secret")
+    client = MetiClient(ClientSettings(base_url=BASE, retry=NO_RETRY), auth)
+    dropped = requests.exceptions.ConnectionError(
+        "('Connection aborted.', "
+        "RemoteDisconnected('Remote end closed connection without response'))"
+    )
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.POST, f"{BASE}/token", body=dropped)
+        with pytest.raises(MetiConnectionError) as caught:
+            call(client, "create")
+    assert caught.value.path == "/token"  # the POST of the sources was never sent
+    assert not isinstance(caught.value, MetiPartialCreateError)

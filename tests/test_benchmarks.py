@@ -102,3 +102,19 @@ def test_a_merged_section_replaces_its_text_and_summary_rows_only():
     assert merged.count("## 1. Section 1") == 1
     with pytest.raises(ValueError, match=r"3\. is not a section"):
         merge(full, [section(3, "new")], command="x", started="now")
+
+
+def test_merge_refuses_before_running_when_the_report_lacks_the_section(tmp_path):
+    report = tmp_path / "bench.md"
+    report.write_text("# Benchmarks\n\n## Summary\n\n## 2. Token requests\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "per_call", "--merge", "--output", report],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "has no section for per_call" in result.stderr
+    assert "[bench] per_call" not in result.stderr  # nothing ran
