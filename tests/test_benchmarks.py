@@ -104,6 +104,10 @@ def test_a_merged_section_replaces_its_text_and_summary_rows_only():
         merge(full, [section(3, "new")], command="x", started="now")
 
 
+@pytest.mark.skipif(
+    AIRFLOW_VERSION_TUPLE < (3, 3),
+    reason=f"the benchmarks measure Airflow 3.3, the newest line (this is {AIRFLOW_VERSION})",
+)
 def test_merge_refuses_before_running_when_the_report_lacks_the_section(tmp_path):
     report = tmp_path / "bench.md"
     report.write_text("# Benchmarks\n\n## Summary\n\n## 2. Token requests\n", encoding="utf-8")
